@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+/** Registers the `info` command group (not implemented yet). */
+export function register(_program: Command): void {}

@@ -1,0 +1,59 @@
+/**
+ * cfsdist command line: a thin shell over the library. Each command group registers itself
+ * from `commands/`; heavy modules are imported inside actions so start-up stays fast.
+ */
+import { Command, CommanderError } from 'commander';
+import { register as registerMkcomposefs } from './commands/mkcomposefs.js';
+import { register as registerInfo } from './commands/info.js';
+import { register as registerDigest } from './commands/digest.js';
+import { register as registerStore } from './commands/store.js';
+
+/** Build the program with every command registered. */
+export function buildProgram(): Command {
+  const program = new Command('cfsdist')
+    .description('container image distribution the composefs way')
+    .version('0.1.0')
+    .option('--store <dir>', 'store directory (default $CFSDIST_STORE, /var/lib/cfsdist as root, else ~/.local/share/cfsdist)')
+    .option('--json', 'machine-readable output')
+    .option('--quiet', 'no progress output')
+    .option('--debug', 'print stack traces on errors')
+    .enablePositionalOptions(false)
+    .showHelpAfterError(false)
+    .exitOverride();
+  registerMkcomposefs(program);
+  registerInfo(program);
+  registerDigest(program);
+  registerStore(program);
+  // Global flags are accepted after the subcommand as well.
+  for (const cmd of program.commands) addGlobalFlags(cmd);
+  return program;
+}
+
+function addGlobalFlags(cmd: Command): void {
+  const have = new Set(cmd.options.map((o) => o.long));
+  if (!have.has('--store')) cmd.option('--store <dir>', 'store directory');
+  if (!have.has('--json')) cmd.option('--json', 'machine-readable output');
+  if (!have.has('--quiet')) cmd.option('--quiet', 'no progress output');
+  if (!have.has('--debug')) cmd.option('--debug', 'print stack traces on errors');
+  cmd.exitOverride();
+  for (const sub of cmd.commands) addGlobalFlags(sub);
+}
+
+/** Run the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  const debug = argv.includes('--debug');
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2; // commander already printed the message
+    }
+    const e = err as { code?: string; message?: string; stack?: string };
+    process.stderr.write(`cfsdist: ${e?.message ?? String(err)}\n`);
+    if (debug && e?.stack) process.stderr.write(e.stack + '\n');
+    return e?.code === 'USAGE' ? 2 : 1;
+  }
+}
