@@ -104,8 +104,10 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     const isLink = modeText.startsWith('@');
     if (isLink) modeText = modeText.slice(1);
     if (!/^[0-7]+$/.test(modeText)) fail('DUMPFILE_MODE', `Invalid mode ${JSON.stringify(modeText)}`, 2);
-    const mode = parseInt(modeText, 8);
-    if (mode > 0o177777 || fileTypeOf(mode) === undefined) fail('DUMPFILE_MODE', `Invalid mode ${modeText}`, 2);
+    // Like upstream, the value may have bits above st_mode's 16; the image keeps the low 16.
+    const fullMode = parseInt(modeText, 8);
+    if (fullMode > U32_MAX || fileTypeOf(fullMode) === undefined) fail('DUMPFILE_MODE', `Invalid mode ${modeText}`, 2);
+    const mode = fullMode & 0o177777;
     const type = mode & S_IFMT;
 
     const isRoot = path.length === 1 && path[0] === 0x2f;
@@ -151,6 +153,7 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
       const ph = newInode(mode) as LinkPlaceholder;
       ph[LINK_MARK] = { parent: parent!, key, target: target!, line: lineNo, path };
       parent!.entries!.set(key, ph);
+      (parent!.hardlinks ??= new Set()).add(key);
       links.push(ph);
       continue;
     }
@@ -174,7 +177,8 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     const content = optional(9);
     const digestText = f[10]!;
     let digest: Buffer | undefined;
-    if (digestText !== '-') {
+    // A missing trailing field reads as empty; an empty DIGEST means no digest.
+    if (digestText !== '-' && digestText !== '') {
       const d = unesc(10).toString('latin1');
       if (!/^[0-9a-fA-F]{64}$/.test(d)) fail('DUMPFILE_DIGEST', 'Invalid digest (want 64 hex characters)', 10);
       digest = Buffer.from(d, 'hex');

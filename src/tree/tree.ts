@@ -52,6 +52,13 @@ export interface Inode {
   digest?: Buffer;
   /** Directories only: name (latin1 of the bytes) → inode. */
   entries?: Map<string, Inode>;
+  /**
+   * Directories only, optional: names in this directory that are *secondary* hardlinks, i.e.
+   * the inode's primary entry is elsewhere (a dumpfile's `@` lines). The EROFS writer numbers
+   * an inode at its primary entry, as C mkcomposefs does; without marks it takes the first
+   * entry in breadth-first order.
+   */
+  hardlinks?: Set<string>;
 }
 
 /** The type of an st_mode value, or undefined if the type bits are not a valid type. */

@@ -1,0 +1,1 @@
+export { writeImage, ErofsWriteError, type WriteOptions } from './writer.js';

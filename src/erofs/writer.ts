@@ -1,0 +1,723 @@
+/**
+ * Tree → composefs EROFS image, byte-identical to C mkcomposefs 1.0.8 (spec §2–§10).
+ *
+ * Pipeline: choose the format version; copy the tree into writer nodes while applying the
+ * composefs rewrite (overlay xattr escaping, metacopy/redirect, whiteouts, root opaque, the
+ * 00..ff whiteout stubs); number inodes breadth-first; decide shared xattrs; place inodes
+ * (with the tail-within-one-block padding rules); assign data blocks; serialise.
+ * The input tree is never modified.
+ */
+import { CfsError } from '../errors.js';
+import {
+  type Inode,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  fileTypeOf,
+} from '../tree/tree.js';
+import * as F from './format.js';
+import { xxh32 } from './xxhash.js';
+
+/** Writer options: the composefs format version range (defaults 0..1, as upstream). */
+export interface WriteOptions {
+  minVersion?: number;
+  maxVersion?: number;
+}
+
+/** A tree that cannot be written as a composefs image. */
+export class ErofsWriteError extends CfsError {}
+
+interface XA {
+  key: Buffer;
+  value: Buffer;
+}
+
+interface DirEntry {
+  key: string; // latin1 name
+  name: Buffer;
+  node: WNode;
+}
+
+const enum Kind {
+  Dir,
+  Inline,
+  Empty,
+  Chunked,
+  Symlink,
+  Device,
+  Plain,
+}
+
+interface WNode {
+  src: Inode | undefined; // undefined for stubs
+  mode: number;
+  size: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  xattrs: XA[];
+  kind: Kind;
+  children?: DirEntry[];
+  ino: number;
+  // layout
+  extended: boolean;
+  isize: number;
+  xsize: number;
+  sharedRefs: number[]; // indexes into the shared table
+  inlineXattrs: XA[];
+  tail: Buffer | undefined;
+  blockData: Buffer | undefined; // concatenated full blocks (length = nblocks*4096)
+  nblocks: number;
+  chunkFormat: number;
+  mapOutOfLine: boolean;
+  layout: number;
+  nid: number;
+  firstBlock: number;
+}
+
+const ENC = (s: string) => Buffer.from(s, 'latin1');
+const OVERLAY_PREFIX = ENC(F.OVERLAY_PREFIX);
+const OVERLAY_ESCAPED = ENC(F.OVERLAY_ESCAPED_PREFIX);
+const K_METACOPY = ENC(F.XATTR_METACOPY);
+const K_REDIRECT = ENC(F.XATTR_REDIRECT);
+const K_OPAQUE = ENC(F.XATTR_OPAQUE);
+const K_ESC_WHITEOUT = ENC('trusted.overlay.overlay.whiteout');
+const K_USER_WHITEOUT = ENC('user.overlay.whiteout');
+const K_ESC_WHITEOUTS = ENC('trusted.overlay.overlay.whiteouts');
+const K_USER_WHITEOUTS = ENC('user.overlay.whiteouts');
+const K_ESC_OPAQUE = ENC('trusted.overlay.overlay.opaque');
+const K_USER_OPAQUE = ENC('user.overlay.opaque');
+const K_SELINUX = ENC('security.selinux');
+const K_ACL_ACCESS = ENC('system.posix_acl_access');
+const K_ACL_DEFAULT = ENC('system.posix_acl_default');
+const EMPTY = Buffer.alloc(0);
+const DOT = ENC('.');
+const DOTDOT = ENC('..');
+
+function setX(list: XA[], key: Buffer, value: Buffer): void {
+  for (const x of list) {
+    if (x.key.equals(key)) {
+      x.value = value;
+      return;
+    }
+  }
+  list.push({ key, value });
+}
+
+function cmpBuf(a: Buffer, b: Buffer): number {
+  return Buffer.compare(a, b);
+}
+
+/** Build the composefs image of `root` and return its bytes. */
+export function writeImage(root: Inode, opts: WriteOptions = {}): Buffer {
+  const b = new ImageBuilder(root, opts);
+  return b.build();
+}
+
+class ImageBuilder {
+  private readonly root: Inode;
+  private readonly minVersion: number;
+  private readonly maxVersion: number;
+  private version = 0;
+  private nodes = new Map<Inode, WNode>();
+  private order: WNode[] = []; // BFS inode order
+  private sharedKeys = new Map<string, number>(); // pair id -> index in shared table
+  private shared: XA[] = [];
+  private sharedOffsets: number[] = [];
+  private sharedBytes = 0;
+  private buildSec = 0;
+  private buildNsec = 0;
+  private hasAcl = false;
+
+  constructor(root: Inode, opts: WriteOptions) {
+    if ((root.mode & S_IFMT) !== S_IFDIR || !root.entries) throw new ErofsWriteError('EROFS_ROOT', 'the root of an image must be a directory');
+    this.root = root;
+    this.minVersion = opts.minVersion ?? 0;
+    let max = opts.maxVersion ?? 1;
+    if (max < this.minVersion) max = this.minVersion;
+    this.maxVersion = max;
+    if (this.minVersion < 0 || this.maxVersion > 1) {
+      throw new ErofsWriteError('EROFS_VERSION', `unsupported composefs version range ${this.minVersion}..${this.maxVersion} (only 0 and 1 exist)`);
+    }
+  }
+
+  build(): Buffer {
+    this.chooseVersion();
+    const rootNode = this.rewrite();
+    this.number(rootNode);
+    this.finishNodes();
+    this.chooseShared();
+    const inodesEnd = this.place();
+    return this.serialise(inodesEnd);
+  }
+
+  /** §2.1: min version, raised to 1 when the input has a whiteout and max allows it. */
+  private chooseVersion(): void {
+    this.version = this.minVersion;
+    if (this.version < 1 && this.maxVersion >= 1) {
+      const seen = new Set<Inode>();
+      const stack: Inode[] = [this.root];
+      while (stack.length) {
+        const n = stack.pop()!;
+        if (seen.has(n)) continue;
+        seen.add(n);
+        if ((n.mode & S_IFMT) === S_IFCHR && n.rdev === 0) {
+          this.version = 1;
+          return;
+        }
+        if (n.entries) for (const c of n.entries.values()) stack.push(c);
+      }
+    }
+  }
+
+  private newNode(src: Inode | undefined, mode: number): WNode {
+    return {
+      src,
+      mode,
+      size: 0,
+      nlink: 1,
+      uid: 0,
+      gid: 0,
+      rdev: 0,
+      mtimeSec: 0,
+      mtimeNsec: 0,
+      xattrs: [],
+      kind: Kind.Plain,
+      ino: -1,
+      extended: false,
+      isize: 0,
+      xsize: 0,
+      sharedRefs: [],
+      inlineXattrs: [],
+      tail: undefined,
+      blockData: undefined,
+      nblocks: 0,
+      chunkFormat: 0,
+      mapOutOfLine: false,
+      layout: 0,
+      nid: 0,
+      firstBlock: 0,
+    };
+  }
+
+  /** §2.2–§2.4: copy the tree into writer nodes, applying the composefs rewrite. */
+  private rewrite(): WNode {
+    const rootNode = this.convert(this.root, undefined, '/');
+    // Depth-first, parents before children; each inode once.
+    const stack: [Inode, WNode, string][] = [[this.root, rootNode, '']];
+    while (stack.length) {
+      const [dir, dnode, path] = stack.pop()!;
+      const kids: DirEntry[] = [];
+      const names = [...dir.entries!.keys()].sort();
+      for (const key of names) {
+        const child = dir.entries!.get(key)!;
+        const name = ENC(key);
+        if (name.length === 0 || name.length > 255 || name.includes(0x2f) || name.includes(0) || key === '.' || key === '..') {
+          throw new ErofsWriteError('EROFS_NAME', `invalid name ${JSON.stringify(key)} in ${path || '/'}`);
+        }
+        let cnode = this.nodes.get(child);
+        const cpath = path + '/' + key;
+        if (!cnode) {
+          cnode = this.convert(child, dnode, cpath);
+          if (child.entries) stack.push([child, cnode, cpath]);
+        } else if (child.entries) {
+          throw new ErofsWriteError('EROFS_HARDLINK', `directory ${cpath} is reachable twice (directories can't be hardlinked)`);
+        }
+        kids.push({ key, name, node: cnode });
+      }
+      kids.push({ key: '.', name: DOT, node: dnode });
+      kids.push({ key: '..', name: DOTDOT, node: dnode === rootNode ? rootNode : this.parentOf.get(dnode)! });
+      dnode.children = kids;
+    }
+    // §2.3: the root is opaque.
+    setX(rootNode.xattrs, K_OPAQUE, ENC('y'));
+    // §2.4: whiteout stubs 00..ff in the root where the name is free.
+    const selinux = rootNode.src!.xattrs.find((x) => x.key.equals(K_SELINUX));
+    for (let i = 0; i < 256; i++) {
+      const key = i.toString(16).padStart(2, '0');
+      if (this.root.entries!.has(key)) continue;
+      const stub = this.newNode(undefined, S_IFCHR | 0o644);
+      stub.uid = rootNode.uid;
+      stub.gid = rootNode.gid;
+      stub.mtimeSec = rootNode.mtimeSec;
+      stub.mtimeNsec = rootNode.mtimeNsec;
+      stub.kind = Kind.Device;
+      if (selinux) stub.xattrs.push({ key: K_SELINUX, value: selinux.value });
+      rootNode.children!.push({ key, name: ENC(key), node: stub });
+    }
+    for (const n of [rootNode, ...this.nodes.values()]) {
+      if (n.children) n.children.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }
+    return rootNode;
+  }
+
+  private parentOf = new Map<WNode, WNode>();
+
+  /** Copy one inode, with the per-entry rewrite of §2.2 (a)–(c). */
+  private convert(src: Inode, parent: WNode | undefined, path: string): WNode {
+    const type = src.mode & S_IFMT;
+    if (!fileTypeOf(src.mode)) throw new ErofsWriteError('EROFS_MODE', `invalid mode ${src.mode.toString(8)} at ${path}`);
+    const n = this.newNode(src, src.mode);
+    this.nodes.set(src, n);
+    if (parent) this.parentOf.set(n, parent);
+    n.nlink = src.nlink;
+    n.uid = src.uid;
+    n.gid = src.gid;
+    n.mtimeSec = src.mtimeSec;
+    n.mtimeNsec = src.mtimeNsec;
+    // (a) escape overlay xattrs
+    for (const x of src.xattrs) {
+      const key = x.key.subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX)
+        ? Buffer.concat([OVERLAY_ESCAPED, x.key.subarray(OVERLAY_PREFIX.length)])
+        : x.key;
+      setX(n.xattrs, key, x.value);
+    }
+    switch (type) {
+      case S_IFDIR:
+        n.kind = Kind.Dir;
+        break;
+      case S_IFREG: {
+        const size = src.size;
+        if (!Number.isInteger(size) || size < 0 || size > 2 ** 53) throw new ErofsWriteError('EROFS_SIZE', `invalid size ${size} at ${path}`);
+        n.size = size;
+        if (size === 0) n.kind = Kind.Empty;
+        else if (src.content) {
+          if (src.content.length !== size) throw new ErofsWriteError('EROFS_SIZE', `inline content of ${src.content.length} bytes but size ${size} at ${path}`);
+          n.kind = Kind.Inline;
+        } else {
+          n.kind = Kind.Chunked;
+          // (b) metacopy and redirect
+          if (src.digest) {
+            if (src.digest.length !== 32) throw new ErofsWriteError('EROFS_DIGEST', `digest of ${src.digest.length} bytes at ${path}`);
+            setX(n.xattrs, K_METACOPY, Buffer.concat([F.METACOPY_HEADER, src.digest]));
+          } else {
+            setX(n.xattrs, K_METACOPY, EMPTY);
+          }
+          if (src.payload && src.payload.length > 0) setX(n.xattrs, K_REDIRECT, Buffer.concat([ENC('/'), src.payload]));
+        }
+        break;
+      }
+      case S_IFLNK: {
+        const t = src.target;
+        if (!t || t.length === 0 || t.length >= 4096) throw new ErofsWriteError('EROFS_SYMLINK', `invalid symlink target at ${path}`);
+        n.kind = Kind.Symlink;
+        n.size = t.length;
+        break;
+      }
+      case S_IFCHR:
+        if (src.rdev === 0) {
+          // (c) whiteout → empty regular file with escaped whiteout xattrs; mark the parent
+          n.mode = S_IFREG | (src.mode & 0o7777);
+          n.kind = Kind.Empty;
+          setX(n.xattrs, K_ESC_WHITEOUT, EMPTY);
+          setX(n.xattrs, K_USER_WHITEOUT, EMPTY);
+          if (parent) {
+            setX(parent.xattrs, K_ESC_WHITEOUTS, EMPTY);
+            setX(parent.xattrs, K_USER_WHITEOUTS, EMPTY);
+            if (this.version >= 1) {
+              setX(parent.xattrs, K_ESC_OPAQUE, ENC('x'));
+              setX(parent.xattrs, K_USER_OPAQUE, ENC('x'));
+            }
+          }
+        } else {
+          n.kind = Kind.Device;
+          n.rdev = src.rdev >>> 0;
+        }
+        break;
+      default:
+        // block devices keep rdev in i_u; fifos and sockets have no data
+        if (fileTypeOf(src.mode) === 'blk') {
+          n.kind = Kind.Device;
+          n.rdev = src.rdev >>> 0;
+        }
+    }
+    return n;
+  }
+
+  /** §2.5: breadth-first inode numbering, primary entries only. */
+  private number(rootNode: WNode): void {
+    // Inodes with at least one entry not marked as a secondary hardlink.
+    const hasPrimary = new Set<WNode>();
+    for (const src of this.nodes.keys()) {
+      if (!src.entries) continue;
+      for (const [key, child] of src.entries) {
+        if (!src.hardlinks?.has(key)) hasPrimary.add(this.nodes.get(child)!);
+      }
+    }
+    rootNode.ino = 0;
+    this.order.push(rootNode);
+    for (let qi = 0; qi < this.order.length; qi++) {
+      const dir = this.order[qi]!;
+      if (!dir.children) continue;
+      const marks = dir.src?.hardlinks;
+      for (const e of dir.children) {
+        const c = e.node;
+        if (c.ino >= 0 || e.key === '.' || e.key === '..') continue;
+        if (marks?.has(e.key) && c.src && hasPrimary.has(c)) continue;
+        c.ino = this.order.length;
+        this.order.push(c);
+      }
+    }
+  }
+
+  /** §2.6–§2.7: directory nlink, sorted xattrs, build time, ACL flag, per-type data. */
+  private finishNodes(): void {
+    let minSec = Infinity;
+    let minNsec = 0;
+    for (const n of this.order) {
+      if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
+        minSec = n.mtimeSec;
+        minNsec = n.mtimeNsec;
+      }
+      n.xattrs.sort((a, b) => cmpBuf(a.key, b.key));
+      for (const x of n.xattrs) if (x.key.equals(K_ACL_ACCESS) || x.key.equals(K_ACL_DEFAULT)) this.hasAcl = true;
+      if (n.kind === Kind.Dir) {
+        let subdirs = 0;
+        for (const e of n.children!) if (e.key !== '.' && e.key !== '..' && e.node.kind === Kind.Dir) subdirs++;
+        n.nlink = 2 + subdirs;
+        this.dirData(n);
+      }
+    }
+    this.buildSec = minSec;
+    this.buildNsec = minNsec;
+  }
+
+  /** §8: pack dirents into blocks; a final group of at most 2048 bytes becomes the tail. */
+  private dirData(n: WNode): void {
+    const groups: DirEntry[][] = [];
+    let cur: DirEntry[] = [];
+    let used = 0;
+    for (const e of n.children!) {
+      const need = F.DIRENT_SIZE + e.name.length;
+      if (used + need > F.BLOCK_SIZE) {
+        groups.push(cur);
+        cur = [];
+        used = 0;
+      }
+      cur.push(e);
+      used += need;
+    }
+    groups.push(cur);
+    const last = groups[groups.length - 1]!;
+    const lastSize = last.reduce((s, e) => s + F.DIRENT_SIZE + e.name.length, 0);
+    const full = lastSize > F.BLOCK_SIZE / 2 ? groups : groups.slice(0, -1);
+    n.nblocks = full.length;
+    if (full.length) {
+      const data = Buffer.alloc(full.length * F.BLOCK_SIZE);
+      full.forEach((g, i) => this.encodeDirents(g, data, i * F.BLOCK_SIZE));
+      n.blockData = data;
+    }
+    if (full.length < groups.length) {
+      const tail = Buffer.alloc(lastSize);
+      this.encodeDirents(last, tail, 0);
+      n.tail = tail;
+    }
+    n.size = n.nblocks * F.BLOCK_SIZE + (n.tail?.length ?? 0);
+  }
+
+  /** Names are filled now; nids are patched in `serialise` once known. */
+  private encodeDirents(group: DirEntry[], buf: Buffer, off: number): void {
+    let nameoff = F.DIRENT_SIZE * group.length;
+    group.forEach((e, i) => {
+      const d = off + i * F.DIRENT_SIZE;
+      buf.writeUInt16LE(nameoff, d + F.DIRENT.nameoff);
+      buf[d + F.DIRENT.fileType] = fileTypeCode(e.node.mode);
+      e.name.copy(buf, off + nameoff);
+      nameoff += e.name.length;
+    });
+    this.direntPatches.push({ group, buf, off });
+  }
+
+  private direntPatches: { group: DirEntry[]; buf: Buffer; off: number }[] = [];
+
+  /** §7.3: pairs used by more than one inode are shared; table sorted descending. */
+  private chooseShared(): void {
+    const counts = new Map<string, { n: number; x: XA }>();
+    for (const n of this.order) {
+      for (const x of n.xattrs) {
+        const id = pairId(x);
+        const c = counts.get(id);
+        if (c) c.n++;
+        else counts.set(id, { n: 1, x });
+      }
+    }
+    const shared: { id: string; x: XA }[] = [];
+    for (const [id, c] of counts) if (c.n > 1) shared.push({ id, x: c.x });
+    shared.sort((a, b) => {
+      const k = cmpBuf(b.x.key, a.x.key);
+      if (k) return k;
+      if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
+      return cmpBuf(b.x.value, a.x.value);
+    });
+    let off = 0;
+    shared.forEach((s, i) => {
+      this.sharedKeys.set(s.id, i);
+      this.shared.push(s.x);
+      this.sharedOffsets.push(off);
+      off += xattrEntrySize(s.x);
+    });
+    this.sharedBytes = off;
+  }
+
+  /** §6: inode sizes, tails and positions; returns inodes_end. */
+  private place(): number {
+    let pos = F.INODE_AREA_START;
+    for (const n of this.order) {
+      // xattr area
+      n.sharedRefs = [];
+      n.inlineXattrs = [];
+      for (const x of n.xattrs) {
+        const si = this.sharedKeys.get(pairId(x));
+        if (si !== undefined && n.sharedRefs.length < F.XATTR_MAX_SHARED_REFS) n.sharedRefs.push(si);
+        else n.inlineXattrs.push(x);
+      }
+      if (n.xattrs.length) {
+        let s = F.XATTR_IBODY_HEADER_SIZE + 4 * n.sharedRefs.length;
+        for (const x of n.inlineXattrs) s += xattrEntrySize(x);
+        n.xsize = F.roundUp(s, 4);
+      }
+      // data: tail and blocks per type
+      this.typeData(n);
+      n.extended = !(
+        n.mtimeSec === this.buildSec &&
+        n.mtimeNsec === this.buildNsec &&
+        n.nlink <= 0xffff &&
+        n.uid <= 0xffff &&
+        n.gid <= 0xffff &&
+        n.size <= 0xffffffff
+      );
+      n.isize = n.extended ? F.INODE_EXTENDED_SIZE : F.INODE_COMPACT_SIZE;
+      pos = F.roundUp(pos, F.INODE_SLOT);
+      const tailLen = n.tail?.length ?? 0;
+      if (n.kind === Kind.Symlink) {
+        const total = n.isize + n.xsize + tailLen;
+        if (total > F.BLOCK_SIZE) {
+          const block = Buffer.alloc(F.BLOCK_SIZE);
+          n.tail!.copy(block);
+          n.blockData = block;
+          n.nblocks = 1;
+          n.tail = undefined;
+        }
+        if (Math.floor(pos / F.BLOCK_SIZE) !== Math.floor((pos + total - 1) / F.BLOCK_SIZE)) pos = F.roundUp(pos, F.BLOCK_SIZE);
+      } else if (tailLen > 0) {
+        const room = F.BLOCK_SIZE - ((pos + n.isize + n.xsize) % F.BLOCK_SIZE);
+        if (room < tailLen) {
+          const pad = F.roundUp(room, F.INODE_SLOT);
+          if (pad - room + tailLen <= F.BLOCK_SIZE) {
+            pos += pad;
+          } else {
+            // Only a huge chunk map gets here: it moves to a data block (upstream quirk, §6.3).
+            const block = Buffer.alloc(F.BLOCK_SIZE, 0xff);
+            n.blockData = block;
+            n.nblocks = 1;
+            n.tail = undefined;
+            n.mapOutOfLine = true;
+            pos = F.roundUp(pos, F.BLOCK_SIZE);
+          }
+        }
+      }
+      n.layout = this.layoutOf(n);
+      n.nid = pos / F.INODE_SLOT;
+      pos += n.isize + n.xsize + (n.tail?.length ?? 0);
+    }
+    return F.roundUp(pos, F.INODE_SLOT);
+  }
+
+  /** §6.2: tail/blocks for non-directory types (directories were done in dirData). */
+  private typeData(n: WNode): void {
+    switch (n.kind) {
+      case Kind.Inline: {
+        const c = n.src!.content!;
+        let blocks = Math.floor(c.length / F.BLOCK_SIZE);
+        let tail = c.length % F.BLOCK_SIZE;
+        if (tail > F.BLOCK_SIZE / 2) {
+          blocks += 1;
+          tail = 0;
+        }
+        if (blocks) {
+          const data = Buffer.alloc(blocks * F.BLOCK_SIZE);
+          c.copy(data, 0, 0, Math.min(c.length, blocks * F.BLOCK_SIZE));
+          n.blockData = data;
+          n.nblocks = blocks;
+        }
+        if (tail) n.tail = c.subarray(c.length - tail);
+        break;
+      }
+      case Kind.Symlink:
+        n.tail = n.src!.target!;
+        break;
+      case Kind.Chunked: {
+        const size = n.size;
+        let bits = Math.max(F.BLOCK_BITS, bitLength(size - 1));
+        if (bits > F.CHUNK_MAX_BITS) bits = F.CHUNK_MAX_BITS;
+        const count = Math.ceil(size / 2 ** bits);
+        if (count > F.CHUNK_MAX_COUNT) {
+          throw new ErofsWriteError('EROFS_TOO_LARGE', `cannot write file: File too large (${size} bytes needs ${count} chunks, limit ${F.CHUNK_MAX_COUNT})`);
+        }
+        n.chunkFormat = bits - F.BLOCK_BITS;
+        n.tail = Buffer.alloc(4 * count, 0xff);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private layoutOf(n: WNode): number {
+    if (n.kind === Kind.Chunked) return F.LAYOUT_CHUNK_BASED;
+    if (n.tail && n.tail.length > 0) return F.LAYOUT_FLAT_INLINE;
+    return F.LAYOUT_FLAT_PLAIN;
+  }
+
+  /** §3–§8: assign data blocks and write everything. */
+  private serialise(inodesEnd: number): Buffer {
+    const dataStart = F.roundUp(inodesEnd + this.sharedBytes, F.BLOCK_SIZE);
+    let block = dataStart / F.BLOCK_SIZE;
+    for (const n of this.order) {
+      if (n.nblocks) {
+        n.firstBlock = block;
+        block += n.nblocks;
+      }
+    }
+    const total = block * F.BLOCK_SIZE;
+    const img = Buffer.alloc(total);
+
+    // composefs header
+    img.writeUInt32LE(F.CFS_MAGIC, F.CFS_HDR.magic);
+    img.writeUInt32LE(F.CFS_HEADER_VERSION, F.CFS_HDR.version);
+    img.writeUInt32LE(this.hasAcl ? F.CFS_FLAG_HAS_ACL : 0, F.CFS_HDR.flags);
+    img.writeUInt32LE(this.version, F.CFS_HDR.composefsVersion);
+
+    // superblock
+    const sb = F.SUPERBLOCK_OFFSET;
+    img.writeUInt32LE(F.EROFS_MAGIC, sb + F.SB.magic);
+    img.writeUInt32LE(F.FEATURE_COMPAT_MTIME | F.FEATURE_COMPAT_XATTR_FILTER, sb + F.SB.featureCompat);
+    img[sb + F.SB.blkszbits] = F.BLOCK_BITS;
+    img.writeUInt16LE(F.ROOT_NID, sb + F.SB.rootNid);
+    img.writeBigUInt64LE(BigInt(this.order.length), sb + F.SB.inos);
+    img.writeBigUInt64LE(BigInt(this.buildSec), sb + F.SB.buildTime);
+    img.writeUInt32LE(this.buildNsec >>> 0, sb + F.SB.buildTimeNsec);
+    img.writeUInt32LE(block, sb + F.SB.blocks);
+    img.writeUInt32LE(0, sb + F.SB.metaBlkaddr);
+    img.writeUInt32LE(Math.floor(inodesEnd / F.BLOCK_SIZE), sb + F.SB.xattrBlkaddr);
+
+    // directory nids, now that every nid is known
+    for (const p of this.direntPatches) {
+      p.group.forEach((e, i) => {
+        p.buf.writeBigUInt64LE(BigInt(e.node.nid), p.off + i * F.DIRENT_SIZE + F.DIRENT.nid);
+      });
+    }
+
+    const sharedBase = inodesEnd % F.BLOCK_SIZE;
+    for (const n of this.order) {
+      const at = n.nid * F.INODE_SLOT;
+      let iu = 0;
+      // Out-of-line map (upstream quirk): the block address was stored in i_u, then its low
+      // 16 bits were overwritten by the chunk format.
+      if (n.kind === Kind.Chunked) iu = n.mapOutOfLine ? ((n.firstBlock & 0xffff0000) | n.chunkFormat) >>> 0 : n.chunkFormat;
+      else if (n.kind === Kind.Device) iu = n.rdev;
+      else if (n.nblocks) iu = n.firstBlock;
+      const icount = n.xsize ? (n.xsize - F.XATTR_IBODY_HEADER_SIZE) / 4 + 1 : 0;
+      if (n.extended) {
+        img.writeUInt16LE((n.layout << 1) | 1, at + F.IE.format);
+        img.writeUInt16LE(icount, at + F.IE.xattrIcount);
+        img.writeUInt16LE(n.mode, at + F.IE.mode);
+        img.writeBigUInt64LE(BigInt(n.size), at + F.IE.size);
+        img.writeUInt32LE(iu, at + F.IE.u);
+        img.writeUInt32LE(n.ino, at + F.IE.ino);
+        img.writeUInt32LE(n.uid, at + F.IE.uid);
+        img.writeUInt32LE(n.gid, at + F.IE.gid);
+        img.writeBigUInt64LE(BigInt(n.mtimeSec), at + F.IE.mtime);
+        img.writeUInt32LE(n.mtimeNsec >>> 0, at + F.IE.mtimeNsec);
+        img.writeUInt32LE(n.nlink >>> 0, at + F.IE.nlink);
+      } else {
+        img.writeUInt16LE(n.layout << 1, at + F.IC.format);
+        img.writeUInt16LE(icount, at + F.IC.xattrIcount);
+        img.writeUInt16LE(n.mode, at + F.IC.mode);
+        img.writeUInt16LE(n.nlink, at + F.IC.nlink);
+        img.writeUInt32LE(n.size, at + F.IC.size);
+        img.writeUInt32LE(iu, at + F.IC.u);
+        img.writeUInt32LE(n.ino, at + F.IC.ino);
+        img.writeUInt16LE(n.uid, at + F.IC.uid);
+        img.writeUInt16LE(n.gid, at + F.IC.gid);
+      }
+      let p = at + n.isize;
+      if (n.xsize) {
+        let filter = 0;
+        for (const x of n.xattrs) {
+          const [idx, suffix] = splitPrefix(x.key);
+          filter |= 1 << (xxh32(suffix, F.XATTR_FILTER_SEED + idx) & 31);
+        }
+        img.writeUInt32LE(~filter >>> 0, p);
+        img[p + 4] = n.sharedRefs.length;
+        let q = p + F.XATTR_IBODY_HEADER_SIZE;
+        for (const si of n.sharedRefs) {
+          img.writeUInt32LE((sharedBase + this.sharedOffsets[si]!) / 4, q);
+          q += 4;
+        }
+        for (const x of n.inlineXattrs) q += writeXattrEntry(img, q, x);
+        p += n.xsize;
+      }
+      if (n.tail) n.tail.copy(img, p);
+      if (n.blockData) n.blockData.copy(img, n.firstBlock * F.BLOCK_SIZE);
+    }
+    // shared xattr area
+    let q = inodesEnd;
+    for (const x of this.shared) q += writeXattrEntry(img, q, x);
+    return img;
+  }
+}
+
+function pairId(x: XA): string {
+  return x.key.length + ':' + x.key.toString('latin1') + x.value.toString('latin1');
+}
+
+function bitLength(x: number): number {
+  if (x <= 0) return 0;
+  let n = 0;
+  while (x >= 2 ** 32) {
+    x = Math.floor(x / 2 ** 32);
+    n += 32;
+  }
+  return n + (32 - Math.clz32(x));
+}
+
+function splitPrefix(key: Buffer): [number, Buffer] {
+  for (const [idx, prefix] of F.WRITER_XATTR_PREFIXES) {
+    if (key.length >= prefix.length && key.subarray(0, prefix.length).equals(prefix)) return [idx, key.subarray(prefix.length)];
+  }
+  return [0, key];
+}
+
+function xattrEntrySize(x: XA): number {
+  const [, suffix] = splitPrefix(x.key);
+  return F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + suffix.length + x.value.length, 4);
+}
+
+function writeXattrEntry(img: Buffer, at: number, x: XA): number {
+  const [idx, suffix] = splitPrefix(x.key);
+  img[at] = suffix.length;
+  img[at + 1] = idx;
+  img.writeUInt16LE(x.value.length, at + 2);
+  suffix.copy(img, at + 4);
+  x.value.copy(img, at + 4 + suffix.length);
+  return F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + suffix.length + x.value.length, 4);
+}
+
+function fileTypeCode(mode: number): number {
+  switch (fileTypeOf(mode)) {
+    case 'reg': return F.FT_REG_FILE;
+    case 'dir': return F.FT_DIR;
+    case 'chr': return F.FT_CHRDEV;
+    case 'blk': return F.FT_BLKDEV;
+    case 'fifo': return F.FT_FIFO;
+    case 'sock': return F.FT_SOCK;
+    case 'lnk': return F.FT_SYMLINK;
+    default: return F.FT_UNKNOWN;
+  }
+}

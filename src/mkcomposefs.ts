@@ -1,0 +1,88 @@
+/**
+ * `mkcomposefs`: dumpfile or directory → composefs image file. The output appears atomically
+ * (temp file + rename) and nothing is left behind when the build fails.
+ */
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+import { parseDumpfile } from './dumpfile/parser.js';
+import { writeImage } from './erofs/writer.js';
+import type { Inode } from './tree/tree.js';
+import { CfsError } from './errors.js';
+
+/** What to build and where. */
+export interface BuildRequest {
+  /** Dumpfile path (`-` = stdin) when `fromFile`, else a directory. */
+  source: string;
+  fromFile: boolean;
+  /** Output image path (`-` = stdout). */
+  out: string;
+  /** Directory sources: copy regular files into this objects dir (DIR/xx/…). */
+  digestStore?: string;
+  minVersion?: number;
+  maxVersion?: number;
+  /** Upstream's CFS_PARSE_STRICT dumpfile checks. */
+  strict?: boolean;
+  /** Compute the image's fs-verity digest. */
+  wantDigest?: boolean;
+}
+
+/** What was built. */
+export interface BuildResult {
+  size: number;
+  digest?: string;
+  inodes: number;
+}
+
+/** Read the source into a Tree. */
+export async function readSource(req: Pick<BuildRequest, 'source' | 'fromFile' | 'digestStore' | 'strict'>): Promise<Inode> {
+  if (req.fromFile) {
+    const data = req.source === '-' ? await readStdin() : await readFile(req.source).catch((e: NodeJS.ErrnoException) => {
+      throw new CfsError('IO', `cannot read dumpfile ${req.source}: ${e.message}`);
+    });
+    return parseDumpfile(data, { strict: req.strict, source: req.source === '-' ? '<stdin>' : req.source });
+  }
+  const { readDirectory } = await import('./tree/from-directory.js');
+  return readDirectory(req.source, { digestStore: req.digestStore });
+}
+
+/** Build the image and write it to `req.out`. */
+export async function buildImage(req: BuildRequest): Promise<BuildResult> {
+  const root = await readSource(req);
+  const image = writeImage(root, { minVersion: req.minVersion, maxVersion: req.maxVersion });
+  let digest: string | undefined;
+  if (req.wantDigest) {
+    const { fsverityDigest, toHex } = await import('./verity/digest.js');
+    digest = toHex(fsverityDigest(image));
+  }
+  if (req.out === '-') {
+    await new Promise<void>((res, rej) => process.stdout.write(image, (e) => (e ? rej(e) : res())));
+  } else {
+    await writeFileAtomic(req.out, image);
+  }
+  return { size: image.length, digest, inodes: image.readUInt32LE(1024 + 16) };
+}
+
+/** Write `data` to `path` through a temp file in the same directory, fsync, rename. */
+export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  let fh;
+  try {
+    fh = await open(tmp, 'wx', 0o644);
+    await fh.writeFile(data);
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await rename(tmp, path);
+  } catch (e) {
+    await fh?.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    const err = e as NodeJS.ErrnoException;
+    throw new CfsError('IO', `cannot write ${path}: ${err.message}`);
+  }
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
