@@ -192,6 +192,12 @@ export async function fsverityDigestFileParallel(path: string, opts: { pool?: Ve
   return digestFileSegments(path, st.size, opts);
 }
 
+/** "ENOENT: no such file or directory, open '/x'" → "no such file or directory (ENOENT)". */
+function ioMessage(err: unknown): string {
+  const m = /^([A-Z]+): (.*?), \w+ '.*'$/.exec((err as Error)?.message ?? String(err));
+  return m ? `${m[2]} (${m[1]})` : ((err as Error)?.message ?? String(err));
+}
+
 const BATCH_FILES = 64;
 const BATCH_BYTES = 4 << 20;
 const STAT_CONCURRENCY = 64;
@@ -213,7 +219,7 @@ export async function digestFilesSettled(paths: string[], opts: { pool?: VerityP
           if (!st.isFile()) results[i + k] = { path: p, error: new DigestError('VERITY_IO', `${p}: not a regular file`) };
           else sizes[i + k] = st.size;
         } catch (err) {
-          results[i + k] = { path: p, error: new DigestError('VERITY_IO', `${p}: ${(err as Error).message}`) };
+          results[i + k] = { path: p, error: new DigestError('VERITY_IO', `${p}: ${ioMessage(err)}`) };
         }
       }),
     );

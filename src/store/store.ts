@@ -1,0 +1,319 @@
+/**
+ * The cfsdist store: one directory where every image meets and shares data.
+ *
+ * Layout (all names are lowercase hex fs-verity digests unless said otherwise):
+ *
+ *   STORE/objects/xx/<62 hex>        content objects, composefs layout (ObjectDir); usable as
+ *                                    `mkcomposefs --digest-store` dir and overlay data layer
+ *   STORE/images/<64 hex>            composefs (EROFS) images, named by their fs-verity digest
+ *   STORE/images/<64 hex>.objects    sidecar: the object digests the image references, one hex
+ *                                    per line, sorted, unique; written (atomically) BEFORE the
+ *                                    image, so an image present always has its list
+ *   STORE/tags/<NAME>/:<TAG>         a tag: one line, the image's hex digest. NAME may contain
+ *                                    `/` (nested directories); the `:` prefix keeps tag files
+ *                                    apart from NAME components (names never contain `:`)
+ *   STORE/tmp/                       temporary files of writes in progress, named
+ *                                    `.<pid>-<starttime>-<n>-<rand>.tmp` (stale when that
+ *                                    process is gone: fsck reports them, gc deletes them)
+ *   STORE/quarantine/                corrupt objects/images moved aside by `fsck --repair`
+ *   STORE/lock/leases/, lock/gc/     the shared/exclusive store lock (lock.ts)
+ *
+ * Writes: every file (object, image, sidecar, tag) is written to tmp/, fsynced, renamed into
+ * place; object and image directories are fsynced before a tag that needs them is written.
+ *
+ * gc versus concurrent adds — a lock, plus a grace period:
+ *  - Every write (object, image, tag) holds the store lock shared for its duration; gc holds it
+ *    exclusive from before it reads the tags until its last delete. So gc never runs between
+ *    an add deciding "already present" and returning, nor between a tag's target check and
+ *    its write. The lock survives SIGKILL of either side (stale holders are recognised by
+ *    pid + start time, not by age).
+ *  - A multi-step operation (a pull: objects, then image, then tag) must hold the lock across
+ *    all its steps: `store.withLease(fn)` / `store.lease()`. Then nothing it added can be
+ *    collected before its tag exists.
+ *  - Safety net for callers that do not: gc keeps objects and images whose mtime is younger
+ *    than the grace period (default 15 minutes; `gc --grace SECONDS`), and an add that finds
+ *    its object/image already present refreshes that mtime. A young untagged image also keeps
+ *    its objects.
+ */
+import { mkdir, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
+import { ObjectDir } from './objects.js';
+
+export { ObjectDir } from './objects.js';
+export type { AddResult, ObjectDirOptions } from './objects.js';
+import { StoreError } from './errors.js';
+import { StoreLock, makeLockDirs } from './lock.js';
+import type { Release } from './lock.js';
+import { fsyncDir, touch, writeTemp } from './atomic.js';
+import { checkName, checkTag, parseRef } from './names.js';
+import { runFsck, runGc } from './maintenance.js';
+import { SIDECAR_SUFFIX, parseSidecar, sidecarText } from './sidecar.js';
+import type { FsckOptions, FsckReport, GcOptions, GcReport } from './maintenance.js';
+
+/** A shared hold on the store lock, spanning a multi-step operation. */
+export interface Lease {
+  /** End the hold (idempotent). */
+  release(): void;
+}
+
+/** One tag. */
+export interface TagEntry {
+  name: string;
+  tag: string;
+  image: Buffer;
+}
+
+const TAG_PREFIX = ':';
+
+/** A cfsdist store directory (layout in the file comment). */
+export class Store {
+  /** The store directory. */
+  readonly dir: string;
+  /** Objects at STORE/objects. */
+  readonly objects: ObjectDir;
+  /** The shared/exclusive lock (gc vs writers). */
+  readonly lock: StoreLock;
+  /** STORE/images. */
+  readonly imagesDir: string;
+  /** STORE/tags. */
+  readonly tagsDir: string;
+  /** STORE/tmp. */
+  readonly tmpDir: string;
+  /** STORE/quarantine. */
+  readonly quarantineDir: string;
+  private imagesDirty = false;
+
+  private constructor(dir: string, opts: { enableVerity?: boolean; fsync?: boolean }) {
+    this.dir = dir;
+    this.imagesDir = join(dir, 'images');
+    this.tagsDir = join(dir, 'tags');
+    this.tmpDir = join(dir, 'tmp');
+    this.quarantineDir = join(dir, 'quarantine');
+    this.lock = new StoreLock(join(dir, 'lock'));
+    this.objects = new ObjectDir(join(dir, 'objects'), {
+      tmpDir: this.tmpDir,
+      hold: () => this.lock.shared(),
+      enableVerity: opts.enableVerity,
+      fsync: opts.fsync,
+    });
+  }
+
+  /** Open a store; with `create`, make the directory layout if missing. Throws
+   * StoreError STORE_MISSING if there is no store at `dir` and `create` is not set. */
+  static async open(dir: string, opts: { create?: boolean; enableVerity?: boolean; fsync?: boolean } = {}): Promise<Store> {
+    const s = new Store(dir, opts);
+    if (!existsSync(s.objects.dir)) {
+      if (!opts.create) throw new StoreError('STORE_MISSING', `no cfsdist store at ${dir} (no ${s.objects.dir})`);
+      await mkdir(s.objects.dir, { recursive: true });
+    }
+    for (const d of [s.imagesDir, s.tagsDir, s.tmpDir, s.quarantineDir]) await mkdir(d, { recursive: true });
+    makeLockDirs(s.lock.dir);
+    return s;
+  }
+
+  /** Hold the store lock shared until released: wrap a whole pull/import in one lease so gc
+   * cannot collect what it added before its tag is written. Do not run gc while holding one
+   * (gc would wait for it, then fail with STORE_BUSY). */
+  async lease(): Promise<Lease> {
+    const release: Release = await this.lock.shared();
+    return { release };
+  }
+
+  /** Run `fn` under a lease. */
+  async withLease<T>(fn: () => Promise<T>): Promise<T> {
+    const l = await this.lease();
+    try {
+      return await fn();
+    } finally {
+      l.release();
+    }
+  }
+
+  /** Path of an image file. */
+  imagePath(digest: Buffer): string {
+    return join(this.imagesDir, toHex(digest));
+  }
+
+  /** Path of an image's object-list sidecar. */
+  sidecarPath(digest: Buffer): string {
+    return this.imagePath(digest) + SIDECAR_SUFFIX;
+  }
+
+  /** True if the image is present. */
+  async hasImage(digest: Buffer): Promise<boolean> {
+    try {
+      return (await stat(this.imagePath(digest))).isFile();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Store a composefs image (bytes, or the path of a file) under its fs-verity digest,
+   * together with the digests of the objects it references. Returns the image digest. */
+  async addImage(image: Buffer | string, objects: Buffer[]): Promise<Buffer> {
+    const list = sidecarText(objects);
+    const release = await this.lock.shared();
+    try {
+      const src = typeof image === 'string' ? createReadStream(image, { highWaterMark: 1 << 20 }) : image;
+      const tmp = await writeTemp(this.tmpDir, src, { what: typeof image === 'string' ? image : 'image' });
+      const final = this.imagePath(tmp.digest);
+      const side = this.sidecarPath(tmp.digest);
+      try {
+        if (await touch(final)) {
+          await unlink(tmp.path);
+          if (!(await touch(side))) await this.writeFileAtomic(side, list);
+          return tmp.digest;
+        }
+        await this.writeFileAtomic(side, list);
+        await this.objects.verity.enable(tmp.path);
+        await rename(tmp.path, final);
+        this.imagesDirty = true;
+      } catch (err) {
+        await unlink(tmp.path).catch(() => undefined);
+        throw err;
+      }
+      return tmp.digest;
+    } finally {
+      release();
+    }
+  }
+
+  /** The object digests an image references (from its sidecar). */
+  async imageObjects(digest: Buffer): Promise<Buffer[]> {
+    let text: string;
+    try {
+      text = await readFile(this.sidecarPath(digest), 'latin1');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        const present = await this.hasImage(digest);
+        throw new StoreError(present ? 'SIDECAR_MISSING' : 'IMAGE_MISSING', present ? `image ${toHex(digest)} has no object list (${this.sidecarPath(digest)})` : `image ${toHex(digest)} is not in the store`);
+      }
+      throw err;
+    }
+    return parseSidecar(text, this.sidecarPath(digest));
+  }
+
+  /** Images in the store (digests), sorted. */
+  async listImages(): Promise<Buffer[]> {
+    const names = await readdir(this.imagesDir).catch(() => [] as string[]);
+    return names.filter(isHexDigest).sort().map((h) => Buffer.from(h, 'hex'));
+  }
+
+  private tagPath(name: string, tag: string): string {
+    checkName(name);
+    checkTag(tag);
+    return join(this.tagsDir, name, TAG_PREFIX + tag);
+  }
+
+  /** Point NAME:TAG at an image (atomic replace). The image must be in the store. */
+  async setTag(name: string, tag: string, image: Buffer): Promise<void> {
+    const path = this.tagPath(name, tag);
+    const release = await this.lock.shared();
+    try {
+      if (!(await this.hasImage(image))) throw new StoreError('IMAGE_MISSING', `cannot tag ${name}:${tag}: image ${toHex(image)} is not in the store`);
+      // Durability: objects and images the tag needs reach the disk before the tag does.
+      await this.objects.sync();
+      if (this.imagesDirty) {
+        this.imagesDirty = false;
+        await fsyncDir(this.imagesDir);
+      }
+      await mkdir(join(this.tagsDir, name), { recursive: true });
+      await this.writeFileAtomic(path, toHex(image) + '\n');
+      await fsyncDir(join(this.tagsDir, name));
+    } finally {
+      release();
+    }
+  }
+
+  /** The image NAME:TAG points at, or undefined. */
+  async getTag(name: string, tag: string): Promise<Buffer | undefined> {
+    const path = this.tagPath(name, tag);
+    let text: string;
+    try {
+      text = await readFile(path, 'latin1');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    const hex = text.trim();
+    if (!isHexDigest(hex)) throw new StoreError('TAG_CORRUPT', `${path}: not an image digest: ${JSON.stringify(hex.slice(0, 80))}`);
+    return fromHex(hex);
+  }
+
+  /** Remove NAME:TAG; true if it existed. */
+  async deleteTag(name: string, tag: string): Promise<boolean> {
+    const path = this.tagPath(name, tag);
+    try {
+      await unlink(path);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Every tag, sorted by name then tag. Unreadable tag files are skipped (fsck reports them). */
+  async listTags(): Promise<TagEntry[]> {
+    const out: TagEntry[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      const dir = join(this.tagsDir, rel);
+      const ents = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of ents) {
+        if (e.isDirectory()) await walk(rel ? `${rel}/${e.name}` : e.name);
+        else if (e.isFile() && e.name.startsWith(TAG_PREFIX) && rel) {
+          const tag = e.name.slice(TAG_PREFIX.length);
+          try {
+            const image = await this.getTag(rel, tag);
+            if (image) out.push({ name: rel, tag, image });
+          } catch {
+            /* invalid name/tag or corrupt file: fsck's business */
+          }
+        }
+      }
+    };
+    await walk('');
+    out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+    return out;
+  }
+
+  /** "NAME[:TAG]" (tag defaults to latest) or a 64-hex image digest (optionally `sha256:`
+   * prefixed) → image digest; StoreError TAG_MISSING / IMAGE_MISSING if unknown. */
+  async resolveImage(ref: string): Promise<Buffer> {
+    const bare = ref.startsWith('sha256:') ? ref.slice(7) : ref;
+    if (isHexDigest(bare)) {
+      const d = fromHex(bare);
+      if (!(await this.hasImage(d))) throw new StoreError('IMAGE_MISSING', `image ${bare} is not in the store ${this.dir}`);
+      return d;
+    }
+    const { name, tag } = parseRef(ref);
+    const d = await this.getTag(name, tag);
+    if (!d) throw new StoreError('TAG_MISSING', `no image tagged ${name}:${tag} in the store ${this.dir}`);
+    return d;
+  }
+
+  /** Recompute every object's and image's digest; report corrupt objects, images whose objects
+   * are missing, dangling tags and leftover temporary files (see FsckReport). */
+  fsck(opts: FsckOptions = {}): Promise<FsckReport> {
+    return runFsck(this, opts);
+  }
+
+  /** Delete images no tag reaches and objects no kept image references (see GcReport). */
+  gc(opts: GcOptions = {}): Promise<GcReport> {
+    return runGc(this, opts);
+  }
+
+  /** Write a small file atomically (tmp/, fsync, rename). Caller holds the lock. */
+  private async writeFileAtomic(path: string, text: string): Promise<void> {
+    const tmp = await writeTemp(this.tmpDir, Buffer.from(text, 'latin1'), { what: path });
+    try {
+      await rename(tmp.path, path);
+    } catch (err) {
+      await unlink(tmp.path).catch(() => undefined);
+      throw err;
+    }
+  }
+}
