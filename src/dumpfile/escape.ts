@@ -18,6 +18,12 @@ function hexVal(c: number): number {
 /** Decode an escaped field given as a latin1 string (one char per byte). */
 export function unescapeField(s: string): Buffer {
   if (s.indexOf('\\') < 0) return Buffer.from(s, 'latin1');
+  return Buffer.from(unescapeLatin1(s), 'latin1');
+}
+
+/** Decode an escaped field to a latin1 string (one char per byte). */
+export function unescapeLatin1(s: string): string {
+  if (s.indexOf('\\') < 0) return s;
   const out = Buffer.allocUnsafe(s.length);
   let n = 0;
   for (let i = 0; i < s.length; i++) {
@@ -45,7 +51,7 @@ export function unescapeField(s: string): Buffer {
         throw new EscapeError('Unsupported escape type ' + String.fromCharCode(e));
     }
   }
-  return out.subarray(0, n);
+  return out.subarray(0, n).toString('latin1');
 }
 
 /**

@@ -13,7 +13,7 @@ import {
   fileTypeOf,
   newInode,
 } from '../tree/tree.js';
-import { EscapeError, unescapeField } from './escape.js';
+import { EscapeError, unescapeLatin1 } from './escape.js';
 
 /** A dumpfile that cannot be parsed; `line` is 1-based. */
 export class DumpfileError extends CfsError {
@@ -62,6 +62,9 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
   const text = data.toString('latin1');
   let root: Inode | undefined;
   const links: LinkPlaceholder[] = [];
+  // Xattr keys and short values repeat across a tree: share one Buffer per distinct text.
+  const keys = new Map<string, Buffer>();
+  const values = new Map<string, Buffer>();
   let lineNo = 0;
   let pos = 0;
   while (pos < text.length) {
@@ -81,24 +84,33 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
 
     const f = line.split(' ');
     while (f.length < 11) f.push('');
-    const unesc = (i: number): Buffer => {
+    const unescStr = (i: number): string => {
       try {
-        return unescapeField(f[i]!);
+        return unescapeLatin1(f[i]!);
       } catch (e) {
         if (e instanceof EscapeError) return fail('DUMPFILE_ESCAPE', e.message, i);
         throw e;
       }
     };
+    const unesc = (i: number): Buffer => Buffer.from(unescStr(i), 'latin1');
     const optional = (i: number): Buffer | undefined => (f[i] === '-' ? undefined : unesc(i));
     const dec = (i: number, max: bigint): bigint => {
       const s = f[i]!;
-      if (!/^[0-9]+$/.test(s)) fail('DUMPFILE_INTEGER', `Invalid integer ${JSON.stringify(s)}`, i);
+      if (!isDigits(s)) fail('DUMPFILE_INTEGER', `Invalid integer ${JSON.stringify(s)}`, i);
       const v = BigInt(s);
       if (v > max) fail('DUMPFILE_INTEGER', `Integer ${s} out of range`, i);
       return v;
     };
+    /** Decimal field that must fit in 32 bits (fast path, no BigInt). */
+    const dec32 = (i: number): number => {
+      const s = f[i]!;
+      if (!isDigits(s)) fail('DUMPFILE_INTEGER', `Invalid integer ${JSON.stringify(s)}`, i);
+      const v = s.length <= 15 ? Number(s) : Infinity;
+      if (v > U32_MAX) fail('DUMPFILE_INTEGER', `Integer ${s} out of range`, i);
+      return v;
+    };
 
-    const path = unesc(0);
+    const path = unescStr(0);
     // MODE (with optional hardlink marker)
     let modeText = f[2]!;
     const isLink = modeText.startsWith('@');
@@ -110,38 +122,29 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     const mode = fullMode & 0o177777;
     const type = mode & S_IFMT;
 
-    const isRoot = path.length === 1 && path[0] === 0x2f;
+    const isRoot = path === '/';
     if (isRoot && root) fail('DUMPFILE_PATH', 'Duplicate root entry', 0);
     if (!isRoot && !root) fail('DUMPFILE_PATH', 'Root node not present', 0);
 
     // Locate the parent (skipping leading and repeated '/') and validate the final name.
     let parent: Inode | undefined;
-    let name: Buffer | undefined;
+    let name = '';
     if (!isRoot) {
-      const comps: Buffer[] = [];
-      let start = 0;
-      for (let i = 0; i <= path.length; i++) {
-        if (i === path.length || path[i] === 0x2f) {
-          if (i > start || i === path.length) comps.push(path.subarray(start, i));
-          start = i + 1;
-        }
-      }
+      const comps = path.split('/');
       name = comps.pop()!;
-      if (name.length === 0) fail('DUMPFILE_PATH', `Can't add child: empty name in ${pathText(path)}`, 0);
-      if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) {
-        fail('DUMPFILE_PATH', `Invalid . or .. in path: ${pathText(path)}`, 0);
-      }
-      if (name.length > 255) fail('DUMPFILE_PATH', `Name too long (${name.length} bytes) in ${pathText(path)}`, 0);
+      if (name.length === 0) fail('DUMPFILE_PATH', `Can't add child: empty name in ${printable(path)}`, 0);
+      if (name === '.' || name === '..') fail('DUMPFILE_PATH', `Invalid . or .. in path: ${printable(path)}`, 0);
+      if (name.length > 255) fail('DUMPFILE_PATH', `Name too long (${name.length} bytes) in ${printable(path)}`, 0);
       let cur: Inode = root!;
       for (const c of comps) {
         if (c.length === 0) continue;
-        const next: Inode | undefined = cur.entries!.get(c.toString('latin1'));
-        if (!next) fail('DUMPFILE_PATH', `Parent directory missing for ${pathText(path)}`, 0);
-        if (!next!.entries) fail('DUMPFILE_PATH', `Parent must be a directory for ${pathText(path)}`, 0);
+        const next: Inode | undefined = cur.entries!.get(c);
+        if (!next) fail('DUMPFILE_PATH', `Parent directory missing for ${printable(path)}`, 0);
+        if (!next!.entries) fail('DUMPFILE_PATH', `Parent must be a directory for ${printable(path)}`, 0);
         cur = next!;
       }
       parent = cur;
-      if (parent.entries!.has(name.toString('latin1'))) fail('DUMPFILE_PATH', `Duplicate path ${pathText(path)}`, 0);
+      if (parent.entries!.has(name)) fail('DUMPFILE_PATH', `Duplicate path ${printable(path)}`, 0);
     }
 
     if (isLink) {
@@ -149,9 +152,9 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
       if (type === S_IFDIR) fail('DUMPFILE_HARDLINK', "Directories can't be hardlinked", 2);
       const target = optional(8);
       if (!target || target.length === 0) fail('DUMPFILE_HARDLINK', 'No target path for the hardlink', 8);
-      const key = name!.toString('latin1');
+      const key = name;
       const ph = newInode(mode) as LinkPlaceholder;
-      ph[LINK_MARK] = { parent: parent!, key, target: target!, line: lineNo, path };
+      ph[LINK_MARK] = { parent: parent!, key, target: target!, line: lineNo, path: Buffer.from(path, 'latin1') };
       parent!.entries!.set(key, ph);
       (parent!.hardlinks ??= new Set()).add(key);
       links.push(ph);
@@ -159,19 +162,21 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     }
 
     const size = dec(1, 2n ** 64n - 1n);
-    const nlink = Number(dec(3, BigInt(U32_MAX)));
-    const uid = Number(dec(4, BigInt(U32_MAX)));
-    const gid = Number(dec(5, BigInt(U32_MAX)));
-    const rdev = dec(6, 2n ** 64n - 1n);
+    const nlink = dec32(3);
+    const uid = dec32(4);
+    const gid = dec32(5);
+    const rdev = f[6] === '0' ? 0n : dec(6, 2n ** 64n - 1n);
     const mt = f[7]!;
     const dot = mt.indexOf('.');
-    if (dot < 0 || !/^[0-9]+$/.test(mt.slice(0, dot)) || !/^[0-9]+$/.test(mt.slice(dot + 1))) {
+    const secText = mt.slice(0, dot);
+    const nsecText = mt.slice(dot + 1);
+    if (dot < 0 || !isDigits(secText) || !isDigits(nsecText)) {
       fail('DUMPFILE_INTEGER', `Invalid mtime ${JSON.stringify(mt)} (want SECONDS.NANOSECONDS)`, 7);
     }
-    const mtimeSec = BigInt(mt.slice(0, dot));
-    const mtimeNsec = BigInt(mt.slice(dot + 1));
-    if (mtimeSec > BigInt(Number.MAX_SAFE_INTEGER)) fail('DUMPFILE_INTEGER', `mtime seconds ${mtimeSec} out of range`, 7);
-    if (mtimeNsec > BigInt(U32_MAX)) fail('DUMPFILE_INTEGER', `mtime nanoseconds ${mtimeNsec} out of range`, 7);
+    const mtimeSec = secText.length <= 15 ? Number(secText) : Infinity;
+    const mtimeNsec = nsecText.length <= 15 ? Number(nsecText) : Infinity;
+    if (mtimeSec > Number.MAX_SAFE_INTEGER) fail('DUMPFILE_INTEGER', `mtime seconds ${secText} out of range`, 7);
+    if (mtimeNsec > U32_MAX) fail('DUMPFILE_INTEGER', `mtime nanoseconds ${nsecText} out of range`, 7);
 
     const payload = optional(8);
     const content = optional(9);
@@ -196,8 +201,8 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
       uid,
       gid,
       rdev: isDevice ? Number(rdev & 0xffffffffn) : 0,
-      mtimeSec: Number(mtimeSec),
-      mtimeNsec: Number(mtimeNsec),
+      mtimeSec,
+      mtimeNsec,
       size: 0,
     });
 
@@ -234,8 +239,9 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
         let key: Buffer;
         let value: Buffer;
         try {
-          key = unescapeField(tok.slice(0, eq));
-          value = unescapeField(tok.slice(eq + 1));
+          key = interned(keys, unescapeLatin1(tok.slice(0, eq)));
+          const v = unescapeLatin1(tok.slice(eq + 1));
+          value = v.length <= 256 && values.size < 65536 ? interned(values, v) : Buffer.from(v, 'latin1');
         } catch (e) {
           if (e instanceof EscapeError) fail('DUMPFILE_ESCAPE', `${e.message} in xattr`);
           throw e;
@@ -259,7 +265,7 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
       if (type !== S_IFDIR) fail('DUMPFILE_PATH', 'Root must be a directory', 2);
       root = inode;
     } else {
-      parent!.entries!.set(name!.toString('latin1'), inode);
+      parent!.entries!.set(name, inode);
     }
   }
   if (!root) throw new DumpfileError('DUMPFILE_PATH', 'Root node not present', source, Math.max(lineNo, 1));
@@ -297,6 +303,28 @@ function resolveLinks(root: Inode, links: LinkPlaceholder[], source: string): vo
     const p = ph[LINK_MARK];
     p.parent.entries!.set(p.key, finals[i]!);
   });
+}
+
+function isDigits(s: string): boolean {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+function interned(cache: Map<string, Buffer>, s: string): Buffer {
+  let b = cache.get(s);
+  if (!b) {
+    b = Buffer.from(s, 'latin1');
+    cache.set(s, b);
+  }
+  return b;
+}
+
+function printable(latin1: string): string {
+  return pathText(Buffer.from(latin1, 'latin1'));
 }
 
 function pathText(p: Buffer): string {

@@ -29,14 +29,25 @@ export interface WriteOptions {
 /** A tree that cannot be written as a composefs image. */
 export class ErofsWriteError extends CfsError {}
 
+/** An interned (key, value) pair with what the layout needs precomputed. */
 interface XA {
   key: Buffer;
   value: Buffer;
+  /** Prefix index and name suffix (§7.2). */
+  idx: number;
+  suffix: Buffer;
+  /** Bloom filter bit of the name (§7.4). */
+  bit: number;
+  /** Entry size, 4-aligned (§7.1). */
+  size: number;
+  /** Number of inodes carrying this pair; > 1 means shared (§7.3). */
+  count: number;
+  /** Index in the shared table, or -1. */
+  shared: number;
 }
 
 interface DirEntry {
-  key: string; // latin1 name
-  name: Buffer;
+  key: string; // latin1 name: its length is the name's byte length
   node: WNode;
 }
 
@@ -68,10 +79,14 @@ interface WNode {
   extended: boolean;
   isize: number;
   xsize: number;
-  sharedRefs: number[]; // indexes into the shared table
-  inlineXattrs: XA[];
+  /** Number of shared references (the first shared pairs, in key order, up to 128). */
+  nShared: number;
+  parent: WNode | undefined;
   tail: Buffer | undefined;
-  blockData: Buffer | undefined; // concatenated full blocks (length = nblocks*4096)
+  tailLen: number;
+  blockData: Buffer | undefined; // full blocks (length = nblocks*4096), non-directories
+  dirGroups: number[] | undefined; // directories: index of the first entry of each dirent block (+ end)
+  dirTail: boolean; // directories: the last group is the inline tail
   nblocks: number;
   chunkFormat: number;
   mapOutOfLine: boolean;
@@ -96,17 +111,45 @@ const K_SELINUX = ENC('security.selinux');
 const K_ACL_ACCESS = ENC('system.posix_acl_access');
 const K_ACL_DEFAULT = ENC('system.posix_acl_default');
 const EMPTY = Buffer.alloc(0);
-const DOT = ENC('.');
-const DOTDOT = ENC('..');
+/** Shared empty xattr list; `setX` replaces it before adding (copy on write). */
+const NO_XATTRS: XA[] = [];
+/** Chunk maps are all 0xFF (no blocks): tails share this one buffer. */
+const NULL_MAP = Buffer.alloc(4 * F.CHUNK_MAX_COUNT, 0xff);
 
-function setX(list: XA[], key: Buffer, value: Buffer): void {
-  for (const x of list) {
-    if (x.key.equals(key)) {
-      x.value = value;
-      return;
+/** Interns xattr pairs so equal pairs are one object (counted once per inode). */
+class XattrTable {
+  private pairs = new Map<string, XA>();
+  private names = new Map<string, { idx: number; suffix: Buffer; bit: number }>();
+
+  get(key: Buffer, value: Buffer): XA {
+    const k = key.toString('latin1');
+    const id = key.length + ':' + k + value.toString('latin1');
+    let x = this.pairs.get(id);
+    if (!x) {
+      let name = this.names.get(k);
+      if (!name) {
+        const [idx, suffix] = splitPrefix(key);
+        name = { idx, suffix, bit: xxh32(suffix, F.XATTR_FILTER_SEED + idx) & 31 };
+        this.names.set(k, name);
+      }
+      x = {
+        key,
+        value,
+        idx: name.idx,
+        suffix: name.suffix,
+        bit: name.bit,
+        size: F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + name.suffix.length + value.length, 4),
+        count: 0,
+        shared: -1,
+      };
+      this.pairs.set(id, x);
     }
+    return x;
   }
-  list.push({ key, value });
+
+  all(): IterableIterator<XA> {
+    return this.pairs.values();
+  }
 }
 
 function cmpBuf(a: Buffer, b: Buffer): number {
@@ -126,7 +169,6 @@ class ImageBuilder {
   private version = 0;
   private nodes = new Map<Inode, WNode>();
   private order: WNode[] = []; // BFS inode order
-  private sharedKeys = new Map<string, number>(); // pair id -> index in shared table
   private shared: XA[] = [];
   private sharedOffsets: number[] = [];
   private sharedBytes = 0;
@@ -186,16 +228,19 @@ class ImageBuilder {
       rdev: 0,
       mtimeSec: 0,
       mtimeNsec: 0,
-      xattrs: [],
+      xattrs: NO_XATTRS,
       kind: Kind.Plain,
       ino: -1,
       extended: false,
       isize: 0,
       xsize: 0,
-      sharedRefs: [],
-      inlineXattrs: [],
+      nShared: 0,
+      parent: undefined,
       tail: undefined,
+      tailLen: 0,
       blockData: undefined,
+      dirGroups: undefined,
+      dirTail: false,
       nblocks: 0,
       chunkFormat: 0,
       mapOutOfLine: false,
@@ -213,11 +258,8 @@ class ImageBuilder {
     while (stack.length) {
       const [dir, dnode, path] = stack.pop()!;
       const kids: DirEntry[] = [];
-      const names = [...dir.entries!.keys()].sort();
-      for (const key of names) {
-        const child = dir.entries!.get(key)!;
-        const name = ENC(key);
-        if (name.length === 0 || name.length > 255 || name.includes(0x2f) || name.includes(0) || key === '.' || key === '..') {
+      for (const [key, child] of dir.entries!) {
+        if (key.length === 0 || key.length > 255 || key.includes('/') || key.includes('\0') || key === '.' || key === '..') {
           throw new ErofsWriteError('EROFS_NAME', `invalid name ${JSON.stringify(key)} in ${path || '/'}`);
         }
         let cnode = this.nodes.get(child);
@@ -228,14 +270,14 @@ class ImageBuilder {
         } else if (child.entries) {
           throw new ErofsWriteError('EROFS_HARDLINK', `directory ${cpath} is reachable twice (directories can't be hardlinked)`);
         }
-        kids.push({ key, name, node: cnode });
+        kids.push({ key, node: cnode });
       }
-      kids.push({ key: '.', name: DOT, node: dnode });
-      kids.push({ key: '..', name: DOTDOT, node: dnode === rootNode ? rootNode : this.parentOf.get(dnode)! });
+      kids.push({ key: '.', node: dnode });
+      kids.push({ key: '..', node: dnode.parent ?? rootNode });
       dnode.children = kids;
     }
     // §2.3: the root is opaque.
-    setX(rootNode.xattrs, K_OPAQUE, ENC('y'));
+    this.setX(rootNode, K_OPAQUE, ENC('y'));
     // §2.4: whiteout stubs 00..ff in the root where the name is free.
     const selinux = rootNode.src!.xattrs.find((x) => x.key.equals(K_SELINUX));
     for (let i = 0; i < 256; i++) {
@@ -247,8 +289,8 @@ class ImageBuilder {
       stub.mtimeSec = rootNode.mtimeSec;
       stub.mtimeNsec = rootNode.mtimeNsec;
       stub.kind = Kind.Device;
-      if (selinux) stub.xattrs.push({ key: K_SELINUX, value: selinux.value });
-      rootNode.children!.push({ key, name: ENC(key), node: stub });
+      if (selinux) stub.xattrs = [this.xt.get(K_SELINUX, selinux.value)];
+      rootNode.children!.push({ key, node: stub });
     }
     for (const n of [rootNode, ...this.nodes.values()]) {
       if (n.children) n.children.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -256,7 +298,20 @@ class ImageBuilder {
     return rootNode;
   }
 
-  private parentOf = new Map<WNode, WNode>();
+  private xt = new XattrTable();
+
+  /** Set key=value on a node, replacing an existing value of the same key. */
+  private setX(n: WNode, key: Buffer, value: Buffer): void {
+    const x = this.xt.get(key, value);
+    const list = n.xattrs === NO_XATTRS ? (n.xattrs = []) : n.xattrs;
+    for (let i = 0; i < list.length; i++) {
+      if (list[i]!.key.equals(key)) {
+        list[i] = x;
+        return;
+      }
+    }
+    list.push(x);
+  }
 
   /** Copy one inode, with the per-entry rewrite of §2.2 (a)–(c). */
   private convert(src: Inode, parent: WNode | undefined, path: string): WNode {
@@ -264,7 +319,7 @@ class ImageBuilder {
     if (!fileTypeOf(src.mode)) throw new ErofsWriteError('EROFS_MODE', `invalid mode ${src.mode.toString(8)} at ${path}`);
     const n = this.newNode(src, src.mode);
     this.nodes.set(src, n);
-    if (parent) this.parentOf.set(n, parent);
+    n.parent = parent;
     n.nlink = src.nlink;
     n.uid = src.uid;
     n.gid = src.gid;
@@ -275,7 +330,7 @@ class ImageBuilder {
       const key = x.key.subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX)
         ? Buffer.concat([OVERLAY_ESCAPED, x.key.subarray(OVERLAY_PREFIX.length)])
         : x.key;
-      setX(n.xattrs, key, x.value);
+      this.setX(n, key, x.value);
     }
     switch (type) {
       case S_IFDIR:
@@ -294,11 +349,11 @@ class ImageBuilder {
           // (b) metacopy and redirect
           if (src.digest) {
             if (src.digest.length !== 32) throw new ErofsWriteError('EROFS_DIGEST', `digest of ${src.digest.length} bytes at ${path}`);
-            setX(n.xattrs, K_METACOPY, Buffer.concat([F.METACOPY_HEADER, src.digest]));
+            this.setX(n, K_METACOPY, Buffer.concat([F.METACOPY_HEADER, src.digest]));
           } else {
-            setX(n.xattrs, K_METACOPY, EMPTY);
+            this.setX(n, K_METACOPY, EMPTY);
           }
-          if (src.payload && src.payload.length > 0) setX(n.xattrs, K_REDIRECT, Buffer.concat([ENC('/'), src.payload]));
+          if (src.payload && src.payload.length > 0) this.setX(n, K_REDIRECT, Buffer.concat([ENC('/'), src.payload]));
         }
         break;
       }
@@ -314,14 +369,14 @@ class ImageBuilder {
           // (c) whiteout → empty regular file with escaped whiteout xattrs; mark the parent
           n.mode = S_IFREG | (src.mode & 0o7777);
           n.kind = Kind.Empty;
-          setX(n.xattrs, K_ESC_WHITEOUT, EMPTY);
-          setX(n.xattrs, K_USER_WHITEOUT, EMPTY);
+          this.setX(n, K_ESC_WHITEOUT, EMPTY);
+          this.setX(n, K_USER_WHITEOUT, EMPTY);
           if (parent) {
-            setX(parent.xattrs, K_ESC_WHITEOUTS, EMPTY);
-            setX(parent.xattrs, K_USER_WHITEOUTS, EMPTY);
+            this.setX(parent, K_ESC_WHITEOUTS, EMPTY);
+            this.setX(parent, K_USER_WHITEOUTS, EMPTY);
             if (this.version >= 1) {
-              setX(parent.xattrs, K_ESC_OPAQUE, ENC('x'));
-              setX(parent.xattrs, K_USER_OPAQUE, ENC('x'));
+              this.setX(parent, K_ESC_OPAQUE, ENC('x'));
+              this.setX(parent, K_USER_OPAQUE, ENC('x'));
             }
           }
         } else {
@@ -389,77 +444,58 @@ class ImageBuilder {
 
   /** §8: pack dirents into blocks; a final group of at most 2048 bytes becomes the tail. */
   private dirData(n: WNode): void {
-    const groups: DirEntry[][] = [];
-    let cur: DirEntry[] = [];
+    const kids = n.children!;
+    const starts: number[] = [0];
     let used = 0;
-    for (const e of n.children!) {
-      const need = F.DIRENT_SIZE + e.name.length;
+    for (let i = 0; i < kids.length; i++) {
+      const need = F.DIRENT_SIZE + kids[i]!.key.length;
       if (used + need > F.BLOCK_SIZE) {
-        groups.push(cur);
-        cur = [];
+        starts.push(i);
         used = 0;
       }
-      cur.push(e);
       used += need;
     }
-    groups.push(cur);
-    const last = groups[groups.length - 1]!;
-    const lastSize = last.reduce((s, e) => s + F.DIRENT_SIZE + e.name.length, 0);
-    const full = lastSize > F.BLOCK_SIZE / 2 ? groups : groups.slice(0, -1);
-    n.nblocks = full.length;
-    if (full.length) {
-      const data = Buffer.alloc(full.length * F.BLOCK_SIZE);
-      full.forEach((g, i) => this.encodeDirents(g, data, i * F.BLOCK_SIZE));
-      n.blockData = data;
-    }
-    if (full.length < groups.length) {
-      const tail = Buffer.alloc(lastSize);
-      this.encodeDirents(last, tail, 0);
-      n.tail = tail;
-    }
-    n.size = n.nblocks * F.BLOCK_SIZE + (n.tail?.length ?? 0);
+    starts.push(kids.length);
+    const groups = starts.length - 1;
+    n.dirGroups = starts;
+    n.dirTail = used <= F.BLOCK_SIZE / 2;
+    n.nblocks = n.dirTail ? groups - 1 : groups;
+    const tailLen = n.dirTail ? used : 0;
+    n.tailLen = tailLen;
+    n.size = n.nblocks * F.BLOCK_SIZE + tailLen;
   }
 
-  /** Names are filled now; nids are patched in `serialise` once known. */
-  private encodeDirents(group: DirEntry[], buf: Buffer, off: number): void {
-    let nameoff = F.DIRENT_SIZE * group.length;
-    group.forEach((e, i) => {
-      const d = off + i * F.DIRENT_SIZE;
-      buf.writeUInt16LE(nameoff, d + F.DIRENT.nameoff);
-      buf[d + F.DIRENT.fileType] = fileTypeCode(e.node.mode);
-      e.name.copy(buf, off + nameoff);
-      nameoff += e.name.length;
-    });
-    this.direntPatches.push({ group, buf, off });
+  /** Write one dirent block (entries [from, to)) at `off`. */
+  private writeDirents(img: Buffer, kids: DirEntry[], from: number, to: number, off: number): void {
+    let nameoff = F.DIRENT_SIZE * (to - from);
+    for (let i = from; i < to; i++) {
+      const e = kids[i]!;
+      const d = off + (i - from) * F.DIRENT_SIZE;
+      img.writeBigUInt64LE(BigInt(e.node.nid), d + F.DIRENT.nid);
+      img.writeUInt16LE(nameoff, d + F.DIRENT.nameoff);
+      img[d + F.DIRENT.fileType] = fileTypeCode(e.node.mode);
+      img.write(e.key, off + nameoff, 'latin1');
+      nameoff += e.key.length;
+    }
   }
-
-  private direntPatches: { group: DirEntry[]; buf: Buffer; off: number }[] = [];
 
   /** §7.3: pairs used by more than one inode are shared; table sorted descending. */
   private chooseShared(): void {
-    const counts = new Map<string, { n: number; x: XA }>();
-    for (const n of this.order) {
-      for (const x of n.xattrs) {
-        const id = pairId(x);
-        const c = counts.get(id);
-        if (c) c.n++;
-        else counts.set(id, { n: 1, x });
-      }
-    }
-    const shared: { id: string; x: XA }[] = [];
-    for (const [id, c] of counts) if (c.n > 1) shared.push({ id, x: c.x });
+    for (const n of this.order) for (const x of n.xattrs) x.count++;
+    const shared: XA[] = [];
+    for (const x of this.xt.all()) if (x.count > 1) shared.push(x);
     shared.sort((a, b) => {
-      const k = cmpBuf(b.x.key, a.x.key);
+      const k = cmpBuf(b.key, a.key);
       if (k) return k;
-      if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
-      return cmpBuf(b.x.value, a.x.value);
+      if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+      return cmpBuf(b.value, a.value);
     });
     let off = 0;
-    shared.forEach((s, i) => {
-      this.sharedKeys.set(s.id, i);
-      this.shared.push(s.x);
+    shared.forEach((x, i) => {
+      x.shared = i;
+      this.shared.push(x);
       this.sharedOffsets.push(off);
-      off += xattrEntrySize(s.x);
+      off += x.size;
     });
     this.sharedBytes = off;
   }
@@ -469,16 +505,18 @@ class ImageBuilder {
     let pos = F.INODE_AREA_START;
     for (const n of this.order) {
       // xattr area
-      n.sharedRefs = [];
-      n.inlineXattrs = [];
-      for (const x of n.xattrs) {
-        const si = this.sharedKeys.get(pairId(x));
-        if (si !== undefined && n.sharedRefs.length < F.XATTR_MAX_SHARED_REFS) n.sharedRefs.push(si);
-        else n.inlineXattrs.push(x);
-      }
       if (n.xattrs.length) {
-        let s = F.XATTR_IBODY_HEADER_SIZE + 4 * n.sharedRefs.length;
-        for (const x of n.inlineXattrs) s += xattrEntrySize(x);
+        let s = F.XATTR_IBODY_HEADER_SIZE;
+        let refs = 0;
+        for (const x of n.xattrs) {
+          if (x.shared >= 0 && refs < F.XATTR_MAX_SHARED_REFS) {
+            refs++;
+            s += 4;
+          } else {
+            s += x.size;
+          }
+        }
+        n.nShared = refs;
         n.xsize = F.roundUp(s, 4);
       }
       // data: tail and blocks per type
@@ -493,7 +531,7 @@ class ImageBuilder {
       );
       n.isize = n.extended ? F.INODE_EXTENDED_SIZE : F.INODE_COMPACT_SIZE;
       pos = F.roundUp(pos, F.INODE_SLOT);
-      const tailLen = n.tail?.length ?? 0;
+      const tailLen = n.tailLen;
       if (n.kind === Kind.Symlink) {
         const total = n.isize + n.xsize + tailLen;
         if (total > F.BLOCK_SIZE) {
@@ -502,6 +540,7 @@ class ImageBuilder {
           n.blockData = block;
           n.nblocks = 1;
           n.tail = undefined;
+          n.tailLen = 0;
         }
         if (Math.floor(pos / F.BLOCK_SIZE) !== Math.floor((pos + total - 1) / F.BLOCK_SIZE)) pos = F.roundUp(pos, F.BLOCK_SIZE);
       } else if (tailLen > 0) {
@@ -516,6 +555,7 @@ class ImageBuilder {
             n.blockData = block;
             n.nblocks = 1;
             n.tail = undefined;
+            n.tailLen = 0;
             n.mapOutOfLine = true;
             pos = F.roundUp(pos, F.BLOCK_SIZE);
           }
@@ -523,7 +563,7 @@ class ImageBuilder {
       }
       n.layout = this.layoutOf(n);
       n.nid = pos / F.INODE_SLOT;
-      pos += n.isize + n.xsize + (n.tail?.length ?? 0);
+      pos += n.isize + n.xsize + n.tailLen;
     }
     return F.roundUp(pos, F.INODE_SLOT);
   }
@@ -545,11 +585,15 @@ class ImageBuilder {
           n.blockData = data;
           n.nblocks = blocks;
         }
-        if (tail) n.tail = c.subarray(c.length - tail);
+        if (tail) {
+          n.tail = c.subarray(c.length - tail);
+          n.tailLen = tail;
+        }
         break;
       }
       case Kind.Symlink:
         n.tail = n.src!.target!;
+        n.tailLen = n.tail.length;
         break;
       case Kind.Chunked: {
         const size = n.size;
@@ -560,7 +604,8 @@ class ImageBuilder {
           throw new ErofsWriteError('EROFS_TOO_LARGE', `cannot write file: File too large (${size} bytes needs ${count} chunks, limit ${F.CHUNK_MAX_COUNT})`);
         }
         n.chunkFormat = bits - F.BLOCK_BITS;
-        n.tail = Buffer.alloc(4 * count, 0xff);
+        n.tail = NULL_MAP.subarray(0, 4 * count);
+        n.tailLen = n.tail.length;
         break;
       }
       default:
@@ -570,7 +615,7 @@ class ImageBuilder {
 
   private layoutOf(n: WNode): number {
     if (n.kind === Kind.Chunked) return F.LAYOUT_CHUNK_BASED;
-    if (n.tail && n.tail.length > 0) return F.LAYOUT_FLAT_INLINE;
+    if (n.tailLen > 0) return F.LAYOUT_FLAT_INLINE;
     return F.LAYOUT_FLAT_PLAIN;
   }
 
@@ -605,13 +650,6 @@ class ImageBuilder {
     img.writeUInt32LE(block, sb + F.SB.blocks);
     img.writeUInt32LE(0, sb + F.SB.metaBlkaddr);
     img.writeUInt32LE(Math.floor(inodesEnd / F.BLOCK_SIZE), sb + F.SB.xattrBlkaddr);
-
-    // directory nids, now that every nid is known
-    for (const p of this.direntPatches) {
-      p.group.forEach((e, i) => {
-        p.buf.writeBigUInt64LE(BigInt(e.node.nid), p.off + i * F.DIRENT_SIZE + F.DIRENT.nid);
-      });
-    }
 
     const sharedBase = inodesEnd % F.BLOCK_SIZE;
     for (const n of this.order) {
@@ -649,32 +687,38 @@ class ImageBuilder {
       let p = at + n.isize;
       if (n.xsize) {
         let filter = 0;
-        for (const x of n.xattrs) {
-          const [idx, suffix] = splitPrefix(x.key);
-          filter |= 1 << (xxh32(suffix, F.XATTR_FILTER_SEED + idx) & 31);
-        }
+        for (const x of n.xattrs) filter |= 1 << x.bit;
         img.writeUInt32LE(~filter >>> 0, p);
-        img[p + 4] = n.sharedRefs.length;
+        img[p + 4] = n.nShared;
+        // shared references first, then the other pairs inline, both in key order
         let q = p + F.XATTR_IBODY_HEADER_SIZE;
-        for (const si of n.sharedRefs) {
-          img.writeUInt32LE((sharedBase + this.sharedOffsets[si]!) / 4, q);
-          q += 4;
+        let inl = q + 4 * n.nShared;
+        let refs = 0;
+        for (const x of n.xattrs) {
+          if (x.shared >= 0 && refs < n.nShared) {
+            img.writeUInt32LE((sharedBase + this.sharedOffsets[x.shared]!) / 4, q);
+            q += 4;
+            refs++;
+          } else {
+            inl += writeXattrEntry(img, inl, x);
+          }
         }
-        for (const x of n.inlineXattrs) q += writeXattrEntry(img, q, x);
         p += n.xsize;
       }
-      if (n.tail) n.tail.copy(img, p);
-      if (n.blockData) n.blockData.copy(img, n.firstBlock * F.BLOCK_SIZE);
+      if (n.dirGroups) {
+        const g = n.dirGroups;
+        for (let i = 0; i < n.nblocks; i++) this.writeDirents(img, n.children!, g[i]!, g[i + 1]!, (n.firstBlock + i) * F.BLOCK_SIZE);
+        if (n.dirTail) this.writeDirents(img, n.children!, g[g.length - 2]!, g[g.length - 1]!, p);
+      } else {
+        if (n.tail) n.tail.copy(img, p);
+        if (n.blockData) n.blockData.copy(img, n.firstBlock * F.BLOCK_SIZE);
+      }
     }
     // shared xattr area
     let q = inodesEnd;
     for (const x of this.shared) q += writeXattrEntry(img, q, x);
     return img;
   }
-}
-
-function pairId(x: XA): string {
-  return x.key.length + ':' + x.key.toString('latin1') + x.value.toString('latin1');
 }
 
 function bitLength(x: number): number {
@@ -694,19 +738,13 @@ function splitPrefix(key: Buffer): [number, Buffer] {
   return [0, key];
 }
 
-function xattrEntrySize(x: XA): number {
-  const [, suffix] = splitPrefix(x.key);
-  return F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + suffix.length + x.value.length, 4);
-}
-
 function writeXattrEntry(img: Buffer, at: number, x: XA): number {
-  const [idx, suffix] = splitPrefix(x.key);
-  img[at] = suffix.length;
-  img[at + 1] = idx;
+  img[at] = x.suffix.length;
+  img[at + 1] = x.idx;
   img.writeUInt16LE(x.value.length, at + 2);
-  suffix.copy(img, at + 4);
-  x.value.copy(img, at + 4 + suffix.length);
-  return F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + suffix.length + x.value.length, 4);
+  x.suffix.copy(img, at + 4);
+  x.value.copy(img, at + 4 + x.suffix.length);
+  return x.size;
 }
 
 function fileTypeCode(mode: number): number {
