@@ -928,7 +928,8 @@ export class ErofsImage {
   /**
    * Materialise the image as a Tree, exactly as the dumpfile it was built from would parse:
    * inline content in `content`, redirect/metacopy in `payload`/`digest`, whiteouts as chr 0/0,
-   * stubs left out, hardlinks (same nid) as one Inode object, directory size/nlink as stored.
+   * stubs left out, hardlinks (same nid) as one Inode object with its secondary names marked in
+   * `hardlinks` so a writer numbers it where this image did, directory size/nlink as stored.
    */
   toTree(): Inode {
     const budget = new Budget(this.size);
@@ -942,6 +943,9 @@ export class ErofsImage {
     const nodes: Inode[] = [root];
     let entries = root.entries!;
     let dirNid = rootRaw.nid;
+    let linked = false;
+    let dirNode = root;
+    const stubs: [Inode, string, number][] = [];
     const visit = (key: string, nid: number, type: number): void => {
       if (key === '.' || key === '..') return;
       const known = seen.get(nid);
@@ -949,6 +953,7 @@ export class ErofsImage {
         if (known === STUB) return;
         if (known.entries) throw this.fail('DIR_CYCLE', `directory nid ${nid} is reached a second time (as ${JSON.stringify(key)})`, { nid: dirNid });
         entries.set(key, known);
+        linked = true;
         return;
       }
       const raw = this.inode(nid);
@@ -958,6 +963,7 @@ export class ErofsImage {
       if (isStubRaw(raw)) {
         this.claim(budget, ErofsImage.isize(raw) + raw.xattrSize, 'inode', nid);
         seen.set(nid, STUB);
+        stubs.push([dirNode, key, nid]);
         return;
       }
       const child = this.materialise(raw, budget);
@@ -970,10 +976,12 @@ export class ErofsImage {
     };
     while (stack.length > 0) {
       const draw = stack.pop()!;
-      entries = nodes.pop()!.entries!;
+      dirNode = nodes.pop()!;
+      entries = dirNode.entries!;
       dirNid = draw.nid;
       this.forEachDirent(draw, budget, visit);
     }
+    if (linked) markPrimaries(root, seen, stubs);
     return root;
   }
 
@@ -1020,6 +1028,96 @@ export class ErofsImage {
         break;
     }
     return inode;
+  }
+}
+
+/**
+ * Mark which names of each hardlinked inode are secondary (`Inode.hardlinks`), so that writing
+ * the tree numbers every inode where this image numbered it. Writers number inodes breadth-first
+ * at their primary entry and place them in that order, so the primary of inode X is an entry
+ * (in breadth-first order) that comes after some entry of every inode with a smaller nid and
+ * before some entry of every inode with a larger nid. The first such entry is taken (any of them
+ * gives the same numbering); if none fits (an image from another writer), the first entry.
+ */
+function markPrimaries(root: Inode, seen: Map<number, Inode>, stubs: [Inode, string, number][]): void {
+  const nidOf = new Map<Inode, number>();
+  for (const [nid, inode] of seen) if (inode !== STUB) nidOf.set(inode, nid);
+  const stubsIn = new Map<Inode, [string, number][]>();
+  for (const [dir, key, nid] of stubs) {
+    let l = stubsIn.get(dir);
+    if (!l) stubsIn.set(dir, (l = []));
+    l.push([key, nid]);
+  }
+  // Breadth-first sequence of entries (stubs included, as their nid), the root first.
+  const seqNode: (Inode | undefined)[] = [root];
+  const seqDir: (Inode | undefined)[] = [undefined];
+  const seqKey: string[] = [''];
+  const seqNid: number[] = [nidOf.get(root)!];
+  const queue: Inode[] = [root];
+  for (let qi = 0; qi < queue.length; qi++) {
+    const dir = queue[qi]!;
+    const st = stubsIn.get(dir) ?? [];
+    let si = 0;
+    for (const [key, child] of dir.entries!) {
+      while (si < st.length && st[si]![0] < key) {
+        seqNode.push(undefined);
+        seqDir.push(dir);
+        seqKey.push(st[si]![0]);
+        seqNid.push(st[si]![1]);
+        si++;
+      }
+      seqNode.push(child);
+      seqDir.push(dir);
+      seqKey.push(key);
+      seqNid.push(nidOf.get(child)!);
+      if (child.entries) queue.push(child);
+    }
+    for (; si < st.length; si++) {
+      seqNode.push(undefined);
+      seqDir.push(dir);
+      seqKey.push(st[si]![0]);
+      seqNid.push(st[si]![1]);
+    }
+  }
+  // First and last position of every nid.
+  const first = new Map<number, number>();
+  const last = new Map<number, number>();
+  const occurrences = new Map<Inode, number[]>();
+  for (let p = 0; p < seqNid.length; p++) {
+    const nid = seqNid[p]!;
+    if (!first.has(nid)) first.set(nid, p);
+    last.set(nid, p);
+    const n = seqNode[p];
+    if (n && !n.entries) {
+      const l = occurrences.get(n);
+      if (l) l.push(p);
+      else occurrences.set(n, [p]);
+    }
+  }
+  const nids = [...first.keys()].sort((a, b) => a - b);
+  const lo = new Map<number, number>();
+  const hi = new Map<number, number>();
+  let m = -1;
+  for (const nid of nids) {
+    lo.set(nid, m);
+    m = Math.max(m, first.get(nid)!);
+  }
+  m = seqNid.length;
+  for (let i = nids.length - 1; i >= 0; i--) {
+    hi.set(nids[i]!, m);
+    m = Math.min(m, last.get(nids[i]!)!);
+  }
+  for (const [inode, ps] of occurrences) {
+    if (ps.length < 2) continue;
+    const nid = nidOf.get(inode)!;
+    const a = lo.get(nid)!;
+    const b = hi.get(nid)!;
+    const primary = ps.find((p) => p > a && p < b) ?? ps[0]!;
+    for (const p of ps) {
+      if (p === primary) continue;
+      const dir = seqDir[p]!;
+      (dir.hardlinks ??= new Set()).add(seqKey[p]!);
+    }
   }
 }
 
