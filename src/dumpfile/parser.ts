@@ -259,6 +259,8 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
         accounting += 7 + key!.length + value!.length;
         if (accounting > MAX_XATTR_ACCOUNTING) fail('DUMPFILE_XATTR', "Can't set xattr: xattrs of this entry exceed 32767 bytes");
       }
+      // An exact-size copy: a pushed-to [] keeps room for 17 entries, which adds up per inode.
+      if (inode.xattrs.length) inode.xattrs = inode.xattrs.slice();
     }
 
     if (isRoot) {

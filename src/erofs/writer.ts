@@ -326,11 +326,14 @@ class ImageBuilder {
     n.mtimeSec = src.mtimeSec;
     n.mtimeNsec = src.mtimeNsec;
     // (a) escape overlay xattrs
-    for (const x of src.xattrs) {
-      const key = x.key.subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX)
-        ? Buffer.concat([OVERLAY_ESCAPED, x.key.subarray(OVERLAY_PREFIX.length)])
-        : x.key;
-      this.setX(n, key, x.value);
+    if (src.xattrs.length) {
+      // Exact-size list (keys are unique in a Tree); later additions go through setX.
+      n.xattrs = src.xattrs.map((x) => {
+        const key = x.key.subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX)
+          ? Buffer.concat([OVERLAY_ESCAPED, x.key.subarray(OVERLAY_PREFIX.length)])
+          : x.key;
+        return this.xt.get(key, x.value);
+      });
     }
     switch (type) {
       case S_IFDIR:
