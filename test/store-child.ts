@@ -2,11 +2,13 @@
  * Child process for the store concurrency and crash tests (not a test itself).
  *   addmany STORE SEED COUNT        add COUNT objects of SEED (8 at a time); prints {created,existed}
  *   pull STORE SEED COUNT TAG       one pull (objects, image, tag crash:TAG under a lease)
- *   pulls STORE SEED COUNT ROUNDS   ROUNDS pulls, each tagging crash:SEED-r and untagging the previous
+ *   pulls STORE SEED COUNT ROUNDS   ROUNDS pulls: untag crash:SEED-(r-1), pull crash:SEED-r, count
+ *                                   objects of the new image that are missing afterwards
  *   gc STORE                        gc with grace 0
- *   gcloop STORE MS                 gc with grace 0 again and again for MS milliseconds
+ *   gcloop STORE STOPFILE           gc with grace 0 again and again until STOPFILE exists
  * Prints "ready" once the store is open, then the result as JSON.
  */
+import { existsSync } from 'node:fs';
 import { Store } from '../src/store/store.js';
 import { toHex } from '../src/verity/digest.js';
 import { bytesFor, runPull, sizeFor } from './store-fixtures.js';
@@ -37,26 +39,34 @@ async function main(argv: string[]): Promise<unknown> {
     case 'pull':
       return { image: toHex(await runPull(store, a!, Number(b), c!)) };
     case 'pulls': {
+      // Untag the previous round first: the objects this round shares with it are garbage
+      // when this round finds them "already present" — the window a gc must not use.
       const images: string[] = [];
+      let missing = 0;
       for (let r = 0; r < Number(c); r++) {
-        images.push(toHex(await runPull(store, `${a}-${r}`, Number(b), `${a}-${r}`)));
         if (r > 0) await store.deleteTag('crash', `${a}-${r - 1}`);
+        const image = await runPull(store, `${a}-${r}`, Number(b), `${a}-${r}`);
+        images.push(toHex(image));
+        for (const d of await store.imageObjects(image)) if (!(await store.objects.has(d))) missing++;
       }
-      return { images };
+      return { images, missing };
     }
     case 'gc': {
       const r = await store.gc({ graceSeconds: 0 });
       return { images: r.removedImages.length, objects: r.removedObjects.length };
     }
     case 'gcloop': {
-      const end = Date.now() + Number(a);
+      // Until STOPFILE exists: gc, pause a few ms (a gc that never pauses would starve adders,
+      // which yield to gc), again.
       let runs = 0;
       let objects = 0;
-      while (Date.now() < end) {
+      while (!existsSync(a!)) {
         objects += (await store.gc({ graceSeconds: 0 })).removedObjects.length;
         runs++;
+        await new Promise((r) => setTimeout(r, 2 + Math.random() * 10));
       }
-      return { runs, objects };
+      objects += (await store.gc({ graceSeconds: 0 })).removedObjects.length;
+      return { runs: runs + 1, objects };
     }
     default:
       throw new Error(`unknown mode ${mode}`);
