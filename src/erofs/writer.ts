@@ -116,39 +116,67 @@ const NO_XATTRS: XA[] = [];
 /** Chunk maps are all 0xFF (no blocks): tails share this one buffer. */
 const NULL_MAP = Buffer.alloc(4 * F.CHUNK_MAX_COUNT, 0xff);
 
-/** Interns xattr pairs so equal pairs are one object (counted once per inode). */
+interface NameInfo {
+  idx: number;
+  suffix: Buffer;
+  bit: number;
+}
+
+/**
+ * Interns xattr pairs so equal pairs are one object (counted once per inode). Pairs are found
+ * by a hash of their bytes, so no string is built per lookup; key names are cached by Buffer
+ * identity first (the dumpfile parser shares one Buffer per distinct key).
+ */
 class XattrTable {
-  private pairs = new Map<string, XA>();
-  private names = new Map<string, { idx: number; suffix: Buffer; bit: number }>();
+  private byHash = new Map<number, XA | XA[]>();
+  private list: XA[] = [];
+  private namesByRef = new Map<Buffer, NameInfo>();
+  private names = new Map<string, NameInfo>();
+
+  private name(key: Buffer): NameInfo {
+    let n = this.namesByRef.get(key);
+    if (n) return n;
+    const k = key.toString('latin1');
+    n = this.names.get(k);
+    if (!n) {
+      const [idx, suffix] = splitPrefix(key);
+      n = { idx, suffix, bit: xxh32(suffix, F.XATTR_FILTER_SEED + idx) & 31 };
+      this.names.set(k, n);
+    }
+    if (this.namesByRef.size < 4096) this.namesByRef.set(key, n);
+    return n;
+  }
 
   get(key: Buffer, value: Buffer): XA {
-    const k = key.toString('latin1');
-    const id = key.length + ':' + k + value.toString('latin1');
-    let x = this.pairs.get(id);
-    if (!x) {
-      let name = this.names.get(k);
-      if (!name) {
-        const [idx, suffix] = splitPrefix(key);
-        name = { idx, suffix, bit: xxh32(suffix, F.XATTR_FILTER_SEED + idx) & 31 };
-        this.names.set(k, name);
+    const h = xxh32(value, xxh32(key, 0));
+    const found = this.byHash.get(h);
+    if (found) {
+      if (Array.isArray(found)) {
+        for (const x of found) if (x.key.equals(key) && x.value.equals(value)) return x;
+      } else if (found.key.equals(key) && found.value.equals(value)) {
+        return found;
       }
-      x = {
-        key,
-        value,
-        idx: name.idx,
-        suffix: name.suffix,
-        bit: name.bit,
-        size: F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + name.suffix.length + value.length, 4),
-        count: 0,
-        shared: -1,
-      };
-      this.pairs.set(id, x);
     }
+    const name = this.name(key);
+    const x: XA = {
+      key,
+      value,
+      idx: name.idx,
+      suffix: name.suffix,
+      bit: name.bit,
+      size: F.roundUp(F.XATTR_ENTRY_HEADER_SIZE + name.suffix.length + value.length, 4),
+      count: 0,
+      shared: -1,
+    };
+    if (!found) this.byHash.set(h, x);
+    else if (Array.isArray(found)) found.push(x);
+    else this.byHash.set(h, [found, x]);
+    this.list.push(x);
     return x;
   }
 
-  all(): IterableIterator<XA> {
-    return this.pairs.values();
+  all(): XA[] {
+    return this.list;
   }
 }
 
