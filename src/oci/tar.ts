@@ -50,6 +50,8 @@ export interface TarEntry {
   xattrs: TarXattr[];
   /** Byte offset of this member's (first) header in the tar stream. */
   offset: number;
+  /** Byte offset of this member's content in the tar stream. */
+  dataOffset: number;
   /** The content; iterate it fully, partly or not at all before the next entry. */
   body: AsyncIterable<Buffer>;
 }
@@ -229,6 +231,7 @@ export async function* readTar(src: AsyncIterable<Uint8Array>, opts: TarReadOpti
         gname: pax.gname ?? global.gname ?? (ustar || gnu ? cstr(h.subarray(297, 329)).toString('utf8') : ''),
         xattrs: mergedXattrs(global, pax),
         offset: first,
+        dataOffset: r.offset,
         body: EMPTY_BODY,
       };
       const dataSize = type === 'file' || flag === 0x44 ? size : 0;

@@ -1,0 +1,224 @@
+/**
+ * Server-side import: an image source → per-layer metadata trees (contents into the store's
+ * objects) → merged tree → one composefs image in the store, tagged NAME:TAG.
+ *
+ * Pipeline per layer: blob bytes (digest-checked) → decompress (gzip on the thread pool / zstd
+ * in a child process) → tar parser (this thread) → layer tree; file contents are copied off the
+ * stream and hashed and written by the ObjectWriter's worker thread. Memory is bounded by the
+ * writer's in-flight cap plus one chunk of each stage, whatever the layer size.
+ *
+ * All-or-nothing for names: the image and its tag are written only after every layer was read
+ * and verified and every object is on disk (one filesystem sync). A failed import leaves at
+ * most unreferenced objects, which `gc` collects; it never registers an image or a tag. The
+ * whole import holds a store lease, so a concurrent gc cannot take objects in between.
+ */
+import { open } from 'node:fs/promises';
+import type { Store } from '../store/store.js';
+import { checkName, checkTag } from '../store/names.js';
+import { writeImage } from '../erofs/writer.js';
+import { readDirectory } from '../tree/from-directory.js';
+import { Merger } from '../merge/merge.js';
+import { isReg, firstPaths, type Inode } from '../tree/tree.js';
+import { toHex } from '../verity/digest.js';
+import { decompress } from './decompress.js';
+import { readTar } from './tar.js';
+import { readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
+import { ObjectWriter, syncFilesystem } from './object-writer.js';
+import { verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
+import { SourceError } from './errors.js';
+
+/** Progress of an import (reported often; throttle in the UI). */
+export interface ImportProgress {
+  /** 1-based index of the layer being read (0 before the first). */
+  layer: number;
+  layers: number;
+  /** Blob bytes read so far, all layers. */
+  bytes: number;
+  /** Sum of the layer blob sizes, when the source knows them. */
+  totalBytes?: number;
+  /** Tar members processed so far, all layers. */
+  entries: number;
+  /** What is happening: 'layer' while reading layers, then 'merge', 'write', 'sync', 'done'. */
+  phase: 'layer' | 'merge' | 'write' | 'sync' | 'done';
+}
+
+/** Options for `importImage`. */
+export interface ImportOptions {
+  name: string;
+  tag: string;
+  onProgress?: (p: ImportProgress) => void;
+  /** Sync the filesystem before the image and tag are written (default true). */
+  sync?: boolean;
+}
+
+/** What an import did. */
+export interface ImportResult {
+  name: string;
+  tag: string;
+  /** fs-verity digest of the composefs image. */
+  image: Buffer;
+  imageSize: number;
+  layers: number;
+  /** Tar members read (all layers). */
+  entries: number;
+  /** Regular files in the merged image (hardlinks counted once). */
+  files: number;
+  /** Distinct objects the image references. */
+  objects: number;
+  /** Objects written during this import (not in the store before). */
+  objectsNew: number;
+  /** File contents that were already present — in the store, or earlier in this import —
+   *  and so not written again (deduplicated). */
+  objectsExisting: number;
+  /** Content bytes written into the store. */
+  bytesStored: number;
+  /** Content bytes of all imported files (before deduplication). */
+  bytesContent: number;
+  seconds: number;
+}
+
+/** Import `source` into `store` as NAME:TAG (see the file comment). */
+export async function importImage(source: ImageSource, store: Store, opts: ImportOptions): Promise<ImportResult> {
+  checkName(opts.name);
+  checkTag(opts.tag);
+  const started = process.hrtime.bigint();
+  const lease = await store.lease();
+  const verity = await store.objects.verity.probe();
+  const writer = new ObjectWriter({
+    dir: store.objects.dir,
+    tmpDir: store.tmpDir,
+    enableVerity: verity ? (p) => store.objects.verity.enable(p) : undefined,
+  });
+  let tree: Inode;
+  let totals: LayerStats;
+  let layerCount: number;
+  try {
+    ({ tree, stats: totals, layers: layerCount } = await readSourceTree(source, writer, opts));
+    await writer.close();
+    opts.onProgress?.({ layer: layerCount, layers: layerCount, bytes: 0, entries: totals.entries, phase: 'write' });
+    const image = writeImage(tree);
+    const objects = new Map<string, Buffer>();
+    let files = 0;
+    for (const inode of firstPaths(tree).keys()) {
+      if (!isReg(inode)) continue;
+      files++;
+      if (inode.digest && !inode.content) objects.set(toHex(inode.digest), inode.digest);
+    }
+    if (opts.sync !== false) {
+      opts.onProgress?.({ layer: layerCount, layers: layerCount, bytes: 0, entries: totals.entries, phase: 'sync' });
+      await syncFilesystem(store.objects.dir);
+    }
+    const digest = await store.addImage(image, [...objects.values()]);
+    await store.setTag(opts.name, opts.tag, digest);
+    opts.onProgress?.({ layer: layerCount, layers: layerCount, bytes: 0, entries: totals.entries, phase: 'done' });
+    return {
+      name: opts.name,
+      tag: opts.tag,
+      image: digest,
+      imageSize: image.length,
+      layers: layerCount,
+      entries: totals.entries,
+      files,
+      objects: objects.size,
+      objectsNew: totals.objectsNew,
+      objectsExisting: totals.objects - totals.objectsNew,
+      bytesStored: totals.bytesNew,
+      bytesContent: totals.bytes,
+      seconds: Number(process.hrtime.bigint() - started) / 1e9,
+    };
+  } finally {
+    await writer.close().catch(() => undefined);
+    await source.close().catch(() => undefined);
+    lease.release();
+  }
+}
+
+/** Empty counters. */
+export function emptyStats(): LayerStats {
+  return { entries: 0, files: 0, inlined: 0, objects: 0, objectsNew: 0, bytes: 0, bytesNew: 0, whiteouts: 0, opaques: 0, hardlinks: 0 };
+}
+
+/** Read a source into its merged tree, contents into `sink` (importImage without the
+ *  image, store and tag steps; also what the oracle tests compare). */
+export async function readSourceTree(source: ImageSource, sink: BlobSink, opts: { onProgress?: (p: ImportProgress) => void } = {}): Promise<{ tree: Inode; stats: LayerStats; layers: number }> {
+  const stats = emptyStats();
+  if (source.kind === 'layers') {
+    const tree = await readLayers(source, sink, stats, opts);
+    await sink.flush();
+    return { tree, stats, layers: source.layers.length };
+  }
+  const tree = await readDirectorySource(source, sink, stats, opts);
+  await sink.flush();
+  return { tree, stats, layers: 1 };
+}
+
+async function readLayers(source: LayeredSource, writer: BlobSink, totals: LayerStats, opts: { onProgress?: (p: ImportProgress) => void }): Promise<Inode> {
+  const merger = new Merger();
+  const layers = source.layers;
+  const sizes = layers.map((l) => l.size);
+  const totalBytes = sizes.every((s) => s !== undefined) ? sizes.reduce((a, b) => a! + b!, 0) : undefined;
+  let bytes = 0;
+  for (let i = 0; i < layers.length; i++) {
+    const l = layers[i]!;
+    const what = `${source.name}: layer ${i + 1}/${layers.length}${l.digest ? ` (${l.digest})` : ''}`;
+    const report = (): void => opts.onProgress?.({ layer: i + 1, layers: layers.length, bytes, totalBytes, entries: totals.entries, phase: 'layer' });
+    report();
+    const counted = (async function* () {
+      for await (const c of l.open()) {
+        bytes += c.length;
+        report();
+        yield c;
+      }
+    })();
+    const tarStream = verified(decompress(counted, { mediaType: l.mediaType, name: what }), { digest: l.diffId, what: `${what} uncompressed (diff_id ${l.diffId})` });
+    const result = await readLayer(readTar(tarStream, { name: what }), writer, {
+      lower: merger.tree,
+      name: what,
+      onEntry: () => {
+        totals.entries++;
+      },
+    });
+    merger.apply(result);
+    for (const k of Object.keys(totals) as (keyof LayerStats)[]) if (k !== 'entries') totals[k] += result.stats[k];
+  }
+  opts.onProgress?.({ layer: layers.length, layers: layers.length, bytes, totalBytes, entries: totals.entries, phase: 'merge' });
+  return merger.finish();
+}
+
+/** A plain directory: the tree as mkcomposefs reads it; file contents copied into the store
+ *  through the same writer (its digests must equal the ones computed while reading). */
+async function readDirectorySource(source: DirectorySource, writer: BlobSink, totals: LayerStats, opts: { onProgress?: (p: ImportProgress) => void }): Promise<Inode> {
+  const tree = await readDirectory(source.path);
+  const root = Buffer.from(source.path);
+  let bytes = 0;
+  const pending: Promise<void>[] = [];
+  for (const [inode, path] of firstPaths(tree)) {
+    totals.entries++;
+    if (!isReg(inode)) continue;
+    totals.files++;
+    if (!inode.digest || inode.content) continue;
+    const fh = await open(Buffer.concat([root, path]), 'r');
+    let done: Promise<BlobResult>;
+    try {
+      ({ done } = await writer.put(fh.createReadStream({ highWaterMark: 1 << 20, autoClose: false }) as AsyncIterable<Buffer>, inode.size));
+    } finally {
+      await fh.close();
+    }
+    totals.objects++;
+    totals.bytes += inode.size;
+    const want = inode.digest;
+    pending.push(done.then((r) => {
+      if (!r.digest.equals(want)) throw new SourceError('SOURCE_CHANGED', `${source.name}: ${path.toString()} changed while it was imported`);
+      if (!r.existed) {
+        totals.objectsNew++;
+        totals.bytesNew += r.size;
+      }
+    }));
+    bytes += inode.size;
+    opts.onProgress?.({ layer: 1, layers: 1, bytes, entries: totals.entries, phase: 'layer' });
+  }
+  const settled = await Promise.allSettled(pending);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return tree;
+}

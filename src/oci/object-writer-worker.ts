@@ -1,0 +1,176 @@
+/**
+ * Worker thread of ObjectWriter (object-writer.ts): hashes file contents (fs-verity) and writes
+ * new objects into a composefs objects directory with plain synchronous system calls, off the
+ * thread that parses the tar stream. Protocol: see `WriterRequest` / `WriterReply`.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { closeSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { FsVerityHasher, fsverityDigest, toHex } from '../verity/digest.js';
+import { tempPath } from '../store/atomic.js';
+
+/** Messages to the worker. */
+export type WriterRequest =
+  | { t: 'file'; id: number; buf: Uint8Array }
+  | { t: 'begin'; id: number }
+  | { t: 'chunk'; id: number; buf: Uint8Array }
+  | { t: 'end'; id: number }
+  | { t: 'abort'; id: number };
+
+/** Messages from the worker. `bytes` returns flow-control credit. */
+export type WriterReply =
+  | { t: 'ack'; id: number; bytes: number }
+  | { t: 'done'; id: number; bytes: number; digest: Uint8Array; size: number; existed: boolean; tmp?: string }
+  | { t: 'error'; id: number; bytes: number; message: string };
+
+/** Worker configuration. */
+export interface WriterConfig {
+  /** Objects directory (DIR/xx/<62 hex>). */
+  dir: string;
+  /** Temporary directory on the same filesystem. */
+  tmpDir: string;
+  /** Rename finished objects into place here (false: reply with the temp path instead). */
+  commit: boolean;
+}
+
+interface Open {
+  fd: number;
+  tmp: string;
+  hasher: FsVerityHasher;
+}
+
+const cfg = workerData as WriterConfig;
+const madeDirs = new Set<string>();
+const open = new Map<number, Open>();
+
+function post(r: WriterReply): void {
+  parentPort!.postMessage(r);
+}
+
+function writeAll(fd: number, b: Uint8Array): void {
+  let off = 0;
+  while (off < b.length) off += writeSync(fd, b, off, b.length - off);
+}
+
+function newTemp(): { fd: number; tmp: string } {
+  const tmp = tempPath(cfg.tmpDir);
+  try {
+    return { fd: openSync(tmp, 'wx', 0o644), tmp };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    mkdirSync(cfg.tmpDir, { recursive: true });
+    return { fd: openSync(tmp, 'wx', 0o644), tmp };
+  }
+}
+
+/** If the object exists, refresh its mtime (gc grace, as ObjectDir does) and say so. */
+function present(final: string): boolean {
+  const st = statSync(final, { throwIfNoEntry: false });
+  if (!st?.isFile()) return false;
+  const now = new Date();
+  utimesSync(final, now, now);
+  return true;
+}
+
+/** Move a finished temp file into place (or hand it back); returns [existed, tmp?]. */
+function commit(tmp: string, digest: Buffer): [boolean, string | undefined] {
+  const hex = toHex(digest);
+  const final = join(cfg.dir, hex.slice(0, 2), hex.slice(2));
+  if (present(final)) {
+    unlinkSync(tmp);
+    return [true, undefined];
+  }
+  if (!cfg.commit) return [false, tmp];
+  const sub = join(cfg.dir, hex.slice(0, 2));
+  if (!madeDirs.has(sub)) {
+    mkdirSync(sub, { recursive: true });
+    madeDirs.add(sub);
+  }
+  renameSync(tmp, final);
+  return [false, undefined];
+}
+
+function handle(m: WriterRequest): void {
+  switch (m.t) {
+    case 'file': {
+      const digest = fsverityDigest(m.buf);
+      const hex = toHex(digest);
+      if (present(join(cfg.dir, hex.slice(0, 2), hex.slice(2)))) {
+        post({ t: 'done', id: m.id, bytes: m.buf.length, digest, size: m.buf.length, existed: true });
+        return;
+      }
+      const { fd, tmp } = newTemp();
+      try {
+        writeAll(fd, m.buf);
+      } finally {
+        closeSync(fd);
+      }
+      let result: [boolean, string | undefined];
+      try {
+        result = commit(tmp, digest);
+      } catch (err) {
+        try { unlinkSync(tmp); } catch { /* already gone */ }
+        throw err;
+      }
+      post({ t: 'done', id: m.id, bytes: m.buf.length, digest, size: m.buf.length, existed: result[0], tmp: result[1] });
+      return;
+    }
+    case 'begin': {
+      const { fd, tmp } = newTemp();
+      open.set(m.id, { fd, tmp, hasher: new FsVerityHasher() });
+      return;
+    }
+    case 'chunk': {
+      const o = open.get(m.id);
+      if (!o) {
+        post({ t: 'ack', id: m.id, bytes: m.buf.length }); // aborted earlier
+        return;
+      }
+      o.hasher.update(m.buf);
+      writeAll(o.fd, m.buf);
+      post({ t: 'ack', id: m.id, bytes: m.buf.length });
+      return;
+    }
+    case 'end': {
+      const o = open.get(m.id);
+      if (!o) return; // failed earlier; the error was reported then
+      open.delete(m.id);
+      closeSync(o.fd);
+      const size = o.hasher.size;
+      const digest = o.hasher.digest();
+      let result: [boolean, string | undefined];
+      try {
+        result = commit(o.tmp, digest);
+      } catch (err) {
+        try { unlinkSync(o.tmp); } catch { /* already gone */ }
+        throw err;
+      }
+      post({ t: 'done', id: m.id, bytes: 0, digest, size, existed: result[0], tmp: result[1] });
+      return;
+    }
+    case 'abort': {
+      const o = open.get(m.id);
+      if (o) {
+        open.delete(m.id);
+        closeSync(o.fd);
+        try { unlinkSync(o.tmp); } catch { /* already gone */ }
+      }
+      return;
+    }
+  }
+}
+
+parentPort!.on('message', (m: WriterRequest) => {
+  try {
+    handle(m);
+  } catch (err) {
+    const o = open.get(m.id);
+    if (o) {
+      open.delete(m.id);
+      try { closeSync(o.fd); } catch { /* closed */ }
+      try { unlinkSync(o.tmp); } catch { /* already gone */ }
+    }
+    const bytes = m.t === 'file' || m.t === 'chunk' ? m.buf.length : 0;
+    post({ t: 'error', id: m.id, bytes, message: (err as Error).message });
+  }
+});
