@@ -15,13 +15,15 @@ export type WriterRequest =
   | { t: 'begin'; id: number }
   | { t: 'chunk'; id: number; buf: Uint8Array }
   | { t: 'end'; id: number }
-  | { t: 'abort'; id: number };
+  | { t: 'abort'; id: number }
+  | { t: 'close'; id: number };
 
 /** Messages from the worker. `bytes` returns flow-control credit. */
 export type WriterReply =
   | { t: 'ack'; id: number; bytes: number }
   | { t: 'done'; id: number; bytes: number; digest: Uint8Array; size: number; existed: boolean; tmp?: string }
-  | { t: 'error'; id: number; bytes: number; message: string };
+  | { t: 'error'; id: number; bytes: number; message: string }
+  | { t: 'closed'; id: number; bytes: number };
 
 /** Worker configuration. */
 export interface WriterConfig {
@@ -146,6 +148,16 @@ function handle(m: WriterRequest): void {
         throw err;
       }
       post({ t: 'done', id: m.id, bytes: 0, digest, size, existed: result[0], tmp: result[1] });
+      return;
+    }
+    case 'close': {
+      // Everything sent before was handled (messages are processed in order); drop leftovers.
+      for (const [id, o] of open) {
+        open.delete(id);
+        try { closeSync(o.fd); } catch { /* closed */ }
+        try { unlinkSync(o.tmp); } catch { /* already gone */ }
+      }
+      post({ t: 'closed', id: m.id, bytes: 0 });
       return;
     }
     case 'abort': {

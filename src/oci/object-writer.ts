@@ -64,6 +64,8 @@ export class ObjectWriter implements BlobSink {
   private creditWaiters: (() => void)[] = [];
   private nextId = 1;
   private dead: Error | undefined;
+  private onClosed: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
 
   constructor(private readonly opts: ObjectWriterOptions) {
     this.maxInflight = opts.maxInflight ?? 64 << 20;
@@ -84,6 +86,10 @@ export class ObjectWriter implements BlobSink {
   private onReply(r: WriterReply): void {
     if (r.bytes) this.release(r.bytes);
     if (r.t === 'ack') return;
+    if (r.t === 'closed') {
+      this.onClosed?.();
+      return;
+    }
     const w = this.waiting.get(r.id);
     if (!w) return;
     this.waiting.delete(r.id);
@@ -209,14 +215,26 @@ export class ObjectWriter implements BlobSink {
     while (this.all.size) await Promise.all([...this.all]);
   }
 
-  /** Flush, then stop the worker. */
-  async close(): Promise<void> {
-    try {
-      await this.flush();
-    } finally {
-      this.worker.removeAllListeners('exit');
-      await this.worker.terminate();
-    }
+  /** Flush, let the worker finish every message sent (aborted temp files are removed), then
+   *  stop it. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      try {
+        await this.flush();
+      } finally {
+        if (!this.dead) {
+          const closed = new Promise<void>((res) => {
+            this.onClosed = res;
+            this.worker.once('exit', () => res());
+          });
+          this.send({ t: 'close', id: 0 });
+          await closed;
+        }
+        this.worker.removeAllListeners('exit');
+        await this.worker.terminate();
+      }
+    })();
+    return this.closing;
   }
 }
 
