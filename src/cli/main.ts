@@ -7,6 +7,7 @@ import { register as registerMkcomposefs } from './commands/mkcomposefs.js';
 import { register as registerInfo } from './commands/info.js';
 import { register as registerDigest } from './commands/digest.js';
 import { register as registerStore } from './commands/store.js';
+import { register as registerImport } from './commands/import.js';
 
 /** Build the program with every command registered. */
 export function buildProgram(): Command {
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerInfo(program);
   registerDigest(program);
   registerStore(program);
+  registerImport(program);
   // Global flags are accepted after the subcommand as well.
   for (const cmd of program.commands) addGlobalFlags(cmd);
   return program;
