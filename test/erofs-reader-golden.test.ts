@@ -1,7 +1,8 @@
 /**
  * The reader on every vectors row: `info dump` / `info ls` reproduce upstream `composefs-info`
- * (the stored *.info-dump.txt / *.info-ls.txt, and the reference binary run live), and the round
- * trip dumpfile → image → dumpfile → image gives identical bytes.
+ * (the stored *.info-dump.txt / *.info-ls.txt, and the reference binary run live), the fast
+ * dump writer agrees with the dumpfile module's, and the round trip dumpfile → image → dumpfile →
+ * image gives identical bytes.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { ErofsImage } from '../src/erofs/reader.js';
 import { formatLs } from '../src/erofs/reader-listing.js';
+import { dumpBytes } from '../src/erofs/reader-dump.js';
 import { writeImage } from '../src/erofs/writer.js';
 import { formatDumpfile } from '../src/dumpfile/writer.js';
 import { parseDumpfile } from '../src/dumpfile/parser.js';
@@ -145,6 +147,7 @@ test('every vectors row: dump equals live composefs-info, and dumpfile → image
       const { bytes: img1, path } = imageOf(row);
       const tree1 = ErofsImage.fromBuffer(img1, path).toTree();
       const dump1 = formatDumpfile(tree1);
+      assert.ok(dumpBytes(tree1).equals(dump1), `${row.file}: the byte-level dump writer disagrees with formatDumpfile`);
       if (!ref) {
         assertSameButRedirectBug(dump1, spawnSync(INFO, ['dump', path], { maxBuffer: 1 << 28 }).stdout, 'dump', `${row.file} live dump`);
         assertSameButRedirectBug(formatLs(tree1), spawnSync(INFO, ['ls', path], { maxBuffer: 1 << 28 }).stdout, 'ls', `${row.file} live ls`);

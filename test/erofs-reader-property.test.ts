@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErofsImage } from '../src/erofs/reader.js';
 import { writeImage } from '../src/erofs/writer.js';
+import { dumpBytes } from '../src/erofs/reader-dump.js';
+import { formatDumpfile } from '../src/dumpfile/writer.js';
 import { S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, S_IFLNK, walk, type Inode } from '../src/tree/tree.js';
 import { randomTree } from './random-tree.js';
 
@@ -129,6 +131,7 @@ for (const c of CASES) {
       // The reader's tree is itself a fixpoint: writing it again gives the same image.
       assert.ok(writeImage(back).equals(image), `seed ${seed}: rewriting the read tree changed the image`);
       if (seed <= 3) checkLazy(img, back);
+      assert.ok(dumpBytes(back).equals(formatDumpfile(back)), `seed ${seed}: byte-level dump writer disagrees with formatDumpfile`);
     }
   });
 }

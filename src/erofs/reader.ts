@@ -313,11 +313,14 @@ const L_OVERLAY_WHITEOUTS = Buffer.from('overlay.whiteouts');
 const EMPTY = Buffer.alloc(0);
 
 function eqAt(src: Buffer, pos: number, len: number, lit: Buffer): boolean {
-  return len === lit.length && src.compare(lit, 0, len, pos, pos + len) === 0;
+  return len === lit.length && startsAt(src, pos, len, lit);
 }
 
 function startsAt(src: Buffer, pos: number, len: number, lit: Buffer): boolean {
-  return len >= lit.length && src.compare(lit, 0, lit.length, pos, pos + lit.length) === 0;
+  const n = lit.length;
+  if (len < n) return false;
+  for (let i = 0; i < n; i++) if (src[pos + i] !== lit[i]) return false;
+  return true;
 }
 
 /** A decoded shared xattr: raw key, value, and how it maps back. */
@@ -659,15 +662,14 @@ export class ErofsImage {
       const ns = p + XATTR_ENTRY_HEADER_SIZE;
       const end = ns + nameLen + valueLen;
       if (end > end0) throw this.fail('BAD_XATTR', 'xattr entry runs past the xattr area', { nid, offset: base + p - p0 });
-      const value = area.subarray(ns + nameLen, end);
       if (!logical) {
-        out.push({ key: this.key(index, area, ns, nameLen, nid, base + p - p0), value });
+        out.push({ key: this.key(index, area, ns, nameLen, nid, base + p - p0), value: area.subarray(ns + nameLen, end) });
       } else {
         // Validate the stored name even when the mapping drops it.
         if (index & 0x80 || PREFIX_BY_INDEX[index] === undefined || (index === 0 && nameLen === 0)) this.key(index, area, ns, nameLen, nid, base + p - p0);
         const kind = this.classify(index, area, ns, nameLen);
-        if (kind === X_KEEP) out.push({ key: this.key(this.cIndex, area, this.cStart, this.cLen, nid, base + p - p0), value });
-        else this.note(kind, value);
+        if (kind === X_KEEP) out.push({ key: this.key(this.cIndex, area, this.cStart, this.cLen, nid, base + p - p0), value: area.subarray(ns + nameLen, end) });
+        else this.noteAt(kind, area, ns + nameLen, end);
       }
       p = (end + 3) & ~3;
     }
@@ -679,6 +681,16 @@ export class ErofsImage {
       else this.note(s.kind, s.value);
     }
     return dedupe(out);
+  }
+
+  /** `note` for a value at src[start, end), without making a view of values that are dropped. */
+  private noteAt(kind: number, src: Buffer, start: number, end: number): void {
+    if (kind === X_WHITEOUT) this.xWhiteout = true;
+    else if (kind === X_METACOPY) this.xDigest = end - start === METACOPY_SIZE ? src.subarray(start + 4, end) : undefined;
+    else if (kind === X_REDIRECT) {
+      if (end > start && src[start] === 0x2f) start++;
+      this.xPayload = end > start ? src.subarray(start, end) : undefined;
+    }
   }
 
   private note(kind: number, value: Buffer): void {
@@ -939,13 +951,14 @@ export class ErofsImage {
     if ((rootRaw.mode & S_IFMT) !== S_IFDIR) throw this.fail('BAD_ROOT', 'root inode is not a directory', { nid: rootRaw.nid });
     const root = this.materialise(rootRaw, budget);
     seen.set(rootRaw.nid, root);
-    const stack: RawInode[] = [rootRaw];
+    // Breadth-first, like the writers' numbering: the visit order is the sequence markPrimaries needs.
+    const queue: RawInode[] = [rootRaw];
     const nodes: Inode[] = [root];
+    const seq: Sequence = { nid: [rootRaw.nid], dir: [root], key: [''] };
     let entries = root.entries!;
     let dirNid = rootRaw.nid;
-    let linked = false;
     let dirNode = root;
-    const stubs: [Inode, string, number][] = [];
+    let linked = false;
     const visit = (key: string, nid: number, type: number): void => {
       if (key === '.' || key === '..') return;
       const known = seen.get(nid);
@@ -953,6 +966,9 @@ export class ErofsImage {
         if (known === STUB) return;
         if (known.entries) throw this.fail('DIR_CYCLE', `directory nid ${nid} is reached a second time (as ${JSON.stringify(key)})`, { nid: dirNid });
         entries.set(key, known);
+        seq.nid.push(nid);
+        seq.dir.push(dirNode);
+        seq.key.push(key);
         linked = true;
         return;
       }
@@ -960,28 +976,30 @@ export class ErofsImage {
       if (FT_BY_TYPE.get(raw.mode & S_IFMT) !== type) {
         throw this.fail('BAD_DIRENT', `entry ${JSON.stringify(key)} has file type ${type} but its inode has mode 0${raw.mode.toString(8)}`, { nid: dirNid });
       }
+      seq.nid.push(nid);
+      seq.dir.push(dirNode);
+      seq.key.push(key);
       if (isStubRaw(raw)) {
         this.claim(budget, ErofsImage.isize(raw) + raw.xattrSize, 'inode', nid);
         seen.set(nid, STUB);
-        stubs.push([dirNode, key, nid]);
         return;
       }
       const child = this.materialise(raw, budget);
       seen.set(nid, child);
       entries.set(key, child);
       if (child.entries) {
-        stack.push(raw);
+        queue.push(raw);
         nodes.push(child);
       }
     };
-    while (stack.length > 0) {
-      const draw = stack.pop()!;
-      dirNode = nodes.pop()!;
+    for (let qi = 0; qi < queue.length; qi++) {
+      const draw = queue[qi]!;
+      dirNode = nodes[qi]!;
       entries = dirNode.entries!;
       dirNid = draw.nid;
       this.forEachDirent(draw, budget, visit);
     }
-    if (linked) markPrimaries(root, seen, stubs);
+    if (linked) markPrimaries(seq);
     return root;
   }
 
@@ -1031,6 +1049,14 @@ export class ErofsImage {
   }
 }
 
+/** Every entry of a walk in breadth-first order (stubs and repeated hardlinks included). */
+interface Sequence {
+  nid: number[];
+  /** The directory holding the entry (the root for position 0, the root itself). */
+  dir: Inode[];
+  key: string[];
+}
+
 /**
  * Mark which names of each hardlinked inode are secondary (`Inode.hardlinks`), so that writing
  * the tree numbers every inode where this image numbered it. Writers number inodes breadth-first
@@ -1039,84 +1065,59 @@ export class ErofsImage {
  * before some entry of every inode with a larger nid. The first such entry is taken (any of them
  * gives the same numbering); if none fits (an image from another writer), the first entry.
  */
-function markPrimaries(root: Inode, seen: Map<number, Inode>, stubs: [Inode, string, number][]): void {
-  const nidOf = new Map<Inode, number>();
-  for (const [nid, inode] of seen) if (inode !== STUB) nidOf.set(inode, nid);
-  const stubsIn = new Map<Inode, [string, number][]>();
-  for (const [dir, key, nid] of stubs) {
-    let l = stubsIn.get(dir);
-    if (!l) stubsIn.set(dir, (l = []));
-    l.push([key, nid]);
+function markPrimaries(seq: Sequence): void {
+  const n = seq.nid.length;
+  // Positions ordered by (nid, position).
+  let order: ArrayLike<number>;
+  let nidAt: (i: number) => number;
+  let posAt: (i: number) => number;
+  if (n < 2 ** 24 && seq.nid.every((x) => x < 2 ** 29)) {
+    const packed = new Float64Array(n);
+    for (let p = 0; p < n; p++) packed[p] = seq.nid[p]! * 2 ** 24 + p;
+    packed.sort();
+    order = packed;
+    nidAt = (i) => Math.floor(packed[i]! / 2 ** 24);
+    posAt = (i) => packed[i]! % 2 ** 24;
+  } else {
+    const idx = Array.from({ length: n }, (_, i) => i).sort((a, b) => seq.nid[a]! - seq.nid[b]! || a - b);
+    order = idx;
+    nidAt = (i) => seq.nid[idx[i]!]!;
+    posAt = (i) => idx[i]!;
   }
-  // Breadth-first sequence of entries (stubs included, as their nid), the root first.
-  const seqNode: (Inode | undefined)[] = [root];
-  const seqDir: (Inode | undefined)[] = [undefined];
-  const seqKey: string[] = [''];
-  const seqNid: number[] = [nidOf.get(root)!];
-  const queue: Inode[] = [root];
-  for (let qi = 0; qi < queue.length; qi++) {
-    const dir = queue[qi]!;
-    const st = stubsIn.get(dir) ?? [];
-    let si = 0;
-    for (const [key, child] of dir.entries!) {
-      while (si < st.length && st[si]![0] < key) {
-        seqNode.push(undefined);
-        seqDir.push(dir);
-        seqKey.push(st[si]![0]);
-        seqNid.push(st[si]![1]);
-        si++;
-      }
-      seqNode.push(child);
-      seqDir.push(dir);
-      seqKey.push(key);
-      seqNid.push(nidOf.get(child)!);
-      if (child.entries) queue.push(child);
-    }
-    for (; si < st.length; si++) {
-      seqNode.push(undefined);
-      seqDir.push(dir);
-      seqKey.push(st[si]![0]);
-      seqNid.push(st[si]![1]);
-    }
-  }
-  // First and last position of every nid.
-  const first = new Map<number, number>();
-  const last = new Map<number, number>();
-  const occurrences = new Map<Inode, number[]>();
-  for (let p = 0; p < seqNid.length; p++) {
-    const nid = seqNid[p]!;
-    if (!first.has(nid)) first.set(nid, p);
-    last.set(nid, p);
-    const n = seqNode[p];
-    if (n && !n.entries) {
-      const l = occurrences.get(n);
-      if (l) l.push(p);
-      else occurrences.set(n, [p]);
-    }
-  }
-  const nids = [...first.keys()].sort((a, b) => a - b);
-  const lo = new Map<number, number>();
-  const hi = new Map<number, number>();
+  // Groups of equal nid: [start, end) in `order`; first/last position of each.
+  const gStart: number[] = [];
+  for (let i = 0; i < order.length; i++) if (i === 0 || nidAt(i) !== nidAt(i - 1)) gStart.push(i);
+  gStart.push(order.length);
+  const groups = gStart.length - 1;
+  const lo = new Float64Array(groups);
   let m = -1;
-  for (const nid of nids) {
-    lo.set(nid, m);
-    m = Math.max(m, first.get(nid)!);
+  for (let g = 0; g < groups; g++) {
+    lo[g] = m;
+    m = Math.max(m, posAt(gStart[g]!));
   }
-  m = seqNid.length;
-  for (let i = nids.length - 1; i >= 0; i--) {
-    hi.set(nids[i]!, m);
-    m = Math.min(m, last.get(nids[i]!)!);
+  const hi = new Float64Array(groups);
+  m = n;
+  for (let g = groups - 1; g >= 0; g--) {
+    hi[g] = m;
+    m = Math.min(m, posAt(gStart[g + 1]! - 1));
   }
-  for (const [inode, ps] of occurrences) {
-    if (ps.length < 2) continue;
-    const nid = nidOf.get(inode)!;
-    const a = lo.get(nid)!;
-    const b = hi.get(nid)!;
-    const primary = ps.find((p) => p > a && p < b) ?? ps[0]!;
-    for (const p of ps) {
+  for (let g = 0; g < groups; g++) {
+    const s = gStart[g]!;
+    const e = gStart[g + 1]!;
+    if (e - s < 2) continue;
+    let primary = posAt(s);
+    for (let i = s; i < e; i++) {
+      const p = posAt(i);
+      if (p > lo[g]! && p < hi[g]!) {
+        primary = p;
+        break;
+      }
+    }
+    for (let i = s; i < e; i++) {
+      const p = posAt(i);
       if (p === primary) continue;
-      const dir = seqDir[p]!;
-      (dir.hardlinks ??= new Set()).add(seqKey[p]!);
+      const dir = seq.dir[p]!;
+      (dir.hardlinks ??= new Set()).add(seq.key[p]!);
     }
   }
 }
