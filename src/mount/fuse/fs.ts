@@ -1,0 +1,198 @@
+/**
+ * A composefs image as a read-only FUSE filesystem: metadata straight from the EROFS image
+ * (lazy reader: a lookup reads one directory, a stat one inode), file data from the store's
+ * objects through verified reads, inline files and symlinks from the image, xattrs as the
+ * kernel overlay mount shows them (composefs' overlay xattrs mapped back, §7.6).
+ *
+ * Node ids: the root is 1 (FUSE's fixed root id); any other inode is its EROFS nid + 2, so
+ * hardlinks (one nid) are one node, and no table of handed-out ids is needed.
+ */
+import { constants } from 'node:os';
+import { ErofsImage } from '../../erofs/reader.js';
+import type { InodeStat } from '../../erofs/reader.js';
+import { FT_BLKDEV, FT_CHRDEV, FT_DIR, FT_FIFO, FT_REG_FILE, FT_SOCK, FT_SYMLINK, LAYOUT_CHUNK_BASED } from '../../erofs/format.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../../tree/tree.js';
+import { FUSE_ROOT_ID } from './protocol.js';
+import type { Attr, StatFs } from './protocol.js';
+import { FuseErrno } from './server.js';
+import type { FuseDirItem, FuseEntry, FuseFs } from './server.js';
+import { IntegrityError, MissingObjectError } from './verified.js';
+import type { VerifiedFile, VerifiedObjects } from './verified.js';
+
+const E = constants.errno;
+
+/** EROFS file type → DT_* (d_type). */
+const DT_OF_FT: Record<number, number> = {
+  [FT_REG_FILE]: 8,
+  [FT_DIR]: 4,
+  [FT_CHRDEV]: 2,
+  [FT_BLKDEV]: 6,
+  [FT_FIFO]: 1,
+  [FT_SOCK]: 12,
+  [FT_SYMLINK]: 10,
+};
+
+const TRUSTED = Buffer.from('trusted.');
+
+type Handle = { kind: 'object'; file: VerifiedFile } | { kind: 'inline'; nid: number; size: number };
+
+/** Options of `ImageFs`. */
+export interface ImageFsOptions {
+  /** Reports integrity failures and missing objects (one line each). */
+  log?: (line: string) => void;
+}
+
+/** The FUSE filesystem of one image (see the file comment). */
+export class ImageFs implements FuseFs {
+  private readonly handles = new Map<number, Handle>();
+  private nextFh = 1;
+  private readonly log: (line: string) => void;
+
+  constructor(
+    readonly image: ErofsImage,
+    readonly objects: VerifiedObjects,
+    opts: ImageFsOptions = {},
+  ) {
+    this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+  }
+
+  /** EROFS nid of a node id. */
+  nid(node: number): number {
+    if (node === FUSE_ROOT_ID) return this.image.rootNid;
+    if (node < 2) throw new FuseErrno(E.ESTALE);
+    return node - 2;
+  }
+
+  /** Node id of an EROFS nid. */
+  node(nid: number): number {
+    return nid === this.image.rootNid ? FUSE_ROOT_ID : nid + 2;
+  }
+
+  private stat(node: number): InodeStat {
+    return this.image.stat(this.nid(node));
+  }
+
+  private attrOf(st: InodeStat, node: number): Attr {
+    return {
+      ino: node,
+      size: st.size,
+      blocks: Math.ceil(st.size / 4096) * 8,
+      mtimeSec: st.mtimeSec,
+      mtimeNsec: st.mtimeNsec,
+      mode: st.mode,
+      nlink: st.nlink,
+      uid: st.uid,
+      gid: st.gid,
+      rdev: st.rdev,
+    };
+  }
+
+  lookup(parent: number, name: Buffer): FuseEntry | undefined {
+    const pnid = this.nid(parent);
+    if ((this.image.inode(pnid).mode & S_IFMT) !== S_IFDIR) throw new FuseErrno(E.ENOTDIR);
+    if (name.length > 255) throw new FuseErrno(E.ENAMETOOLONG);
+    const nid = this.image.lookupIn(pnid, name);
+    if (nid === undefined) return undefined;
+    const node = this.node(nid);
+    return { nodeid: node, attr: this.attrOf(this.image.stat(nid), node) };
+  }
+
+  getattr(node: number): Attr {
+    return this.attrOf(this.stat(node), node);
+  }
+
+  readlink(node: number): Buffer {
+    const nid = this.nid(node);
+    if ((this.image.inode(nid).mode & S_IFMT) !== S_IFLNK) throw new FuseErrno(E.EINVAL);
+    return this.image.readlink(nid);
+  }
+
+  async open(node: number): Promise<number> {
+    const nid = this.nid(node);
+    const st = this.image.stat(nid);
+    if ((st.mode & S_IFMT) !== S_IFREG) throw new FuseErrno((st.mode & S_IFMT) === S_IFDIR ? E.EISDIR : E.EACCES);
+    let h: Handle;
+    if (st.digest) {
+      try {
+        h = { kind: 'object', file: await this.objects.open(st.digest, st.size) };
+      } catch (e) {
+        if (e instanceof IntegrityError || e instanceof MissingObjectError) {
+          this.log(`cfsdist fuse: ${e.message}`);
+          throw new FuseErrno(E.EIO);
+        }
+        throw e;
+      }
+    } else if (st.raw.layout === LAYOUT_CHUNK_BASED && st.size > 0) {
+      // Content lives outside the image but no digest names it: nothing to verify it against.
+      this.log(`cfsdist fuse: ${this.image.name}: nid ${nid} has external content but no fs-verity digest; refusing to serve it unverified`);
+      throw new FuseErrno(E.EIO);
+    } else {
+      h = { kind: 'inline', nid, size: st.size };
+    }
+    const fh = this.nextFh++;
+    this.handles.set(fh, h);
+    return fh;
+  }
+
+  async read(fh: number, offset: number, size: number): Promise<Buffer> {
+    const h = this.handles.get(fh);
+    if (!h) throw new FuseErrno(E.EBADF);
+    if (h.kind === 'inline') return offset >= h.size ? Buffer.alloc(0) : this.image.readData(h.nid, offset, size);
+    try {
+      return await h.file.read(offset, size);
+    } catch (e) {
+      if (e instanceof IntegrityError) {
+        this.log(`cfsdist fuse: ${e.message}`);
+        throw new FuseErrno(E.EIO);
+      }
+      throw e;
+    }
+  }
+
+  async release(fh: number): Promise<void> {
+    const h = this.handles.get(fh);
+    this.handles.delete(fh);
+    if (h?.kind === 'object') await h.file.close();
+  }
+
+  readdir(node: number): FuseDirItem[] {
+    const nid = this.nid(node);
+    if ((this.image.inode(nid).mode & S_IFMT) !== S_IFDIR) throw new FuseErrno(E.ENOTDIR);
+    const parent = this.image.lookupIn(nid, '..') ?? nid;
+    const items: FuseDirItem[] = [
+      { name: Buffer.from('.'), nodeid: node, type: 4 },
+      { name: Buffer.from('..'), nodeid: this.node(parent), type: 4 },
+    ];
+    for (const e of this.image.readdir(nid)) {
+      let type = DT_OF_FT[e.type] ?? 0;
+      // A regular file that stands for an overlay whiteout shows as a character device.
+      if (e.type === FT_REG_FILE && this.image.inode(e.nid).size === 0 && this.image.stat(e.nid).whiteout) type = 2;
+      items.push({ name: e.name, nodeid: this.node(e.nid), type });
+    }
+    return items;
+  }
+
+  getxattr(node: number, name: Buffer, uid: number): Buffer | undefined {
+    if (uid !== 0 && startsWith(name, TRUSTED)) return undefined;
+    for (const x of this.stat(node).xattrs) if (x.key.equals(name)) return x.value;
+    return undefined;
+  }
+
+  listxattr(node: number, uid: number): Buffer[] {
+    const keys = this.stat(node).xattrs.map((x) => x.key);
+    return uid === 0 ? keys : keys.filter((k) => !startsWith(k, TRUSTED));
+  }
+
+  statfs(): StatFs {
+    return { blocks: Math.ceil(this.image.info.size / 4096), files: this.image.info.inos };
+  }
+
+  /** Open handles (tests). */
+  get openHandles(): number {
+    return this.handles.size;
+  }
+}
+
+function startsWith(b: Buffer, prefix: Buffer): boolean {
+  return b.length >= prefix.length && b.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+}

@@ -1,0 +1,185 @@
+/**
+ * The userspace mount: an image served over FUSE by this process, every object verified before
+ * its bytes are returned (verified.ts), missing objects optionally fetched on first access.
+ */
+import { openSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { ErofsImage } from '../../erofs/reader.js';
+import { isAlive, selfId } from '../../store/procid.js';
+import { fsverityDigest, fsverityDigestFile, toHex } from '../../verity/digest.js';
+import { MountError } from '../errors.js';
+import { legacyMount, runUmount } from '../compat.js';
+import type { CompatForce } from '../compat.js';
+import { mountAt } from '../mountinfo.js';
+import { MOUNT_SOURCE, readState, removeState, writeState } from '../state.js';
+import type { MountState } from '../state.js';
+import { MountApi, MOUNT_ATTR_RDONLY } from '../syscalls.js';
+import type { ObjectFetcher } from '../fetcher.js';
+import { unmount } from '../umount.js';
+import { ImageFs } from './fs.js';
+import { FuseSession } from './server.js';
+import { VerifiedObjects } from './verified.js';
+
+export { FuseSession, FuseErrno } from './server.js';
+export type { FuseFs, FuseEntry, FuseDirItem } from './server.js';
+export { ImageFs } from './fs.js';
+export { VerifiedObjects, VerifiedFile, IntegrityError, MissingObjectError } from './verified.js';
+
+/** Images up to this size are loaded (and verified) in memory; larger ones are read lazily. */
+const IN_MEMORY_MAX = 512 << 20;
+
+/** What to serve where. */
+export interface FuseMountOptions {
+  /** The composefs image file. */
+  image: string;
+  /** Its fs-verity digest: the image is refused if it does not match. */
+  imageDigest?: Buffer;
+  /** Objects directory. */
+  objects: string;
+  /** Canonical mount point (an existing directory). */
+  mountpoint: string;
+  /** Fetches missing objects (lazy pull). */
+  fetcher?: ObjectFetcher;
+  /** What the user named (recorded). */
+  ref?: string;
+  /** Where problems are reported. */
+  log?: (line: string) => void;
+  /** Take fallbacks even where the newer way works (tests): `mount8`. */
+  force?: CompatForce;
+  /** Log file path recorded for `umount`/users. */
+  logFile?: string;
+}
+
+/** A live FUSE mount served by this process. */
+export interface FuseMount {
+  mountpoint: string;
+  session: FuseSession;
+  fs: ImageFs;
+  objects: VerifiedObjects;
+  /** `fsmount` or `mount(8)`. */
+  api: string;
+  /** Resolves when the mount is gone and the session ended. */
+  done: Promise<void>;
+  /** Unmount (lazily if busy) and wait for the session to end. */
+  unmount(): Promise<void>;
+}
+
+/** Read an image, checking its digest when given (in memory up to 512 MiB, else lazily). */
+export async function openImage(path: string, digest?: Buffer): Promise<ErofsImage> {
+  const size = (await stat(path)).size;
+  if (size <= IN_MEMORY_MAX) {
+    const buf = await readFile(path);
+    if (digest && !fsverityDigest(buf).equals(digest)) throw new MountError('IMAGE_CORRUPT', `image ${path} does not have its digest ${toHex(digest)}: it was changed`);
+    return ErofsImage.fromBuffer(buf, path);
+  }
+  if (digest && !(await fsverityDigestFile(path)).equals(digest)) throw new MountError('IMAGE_CORRUPT', `image ${path} does not have its digest ${toHex(digest)}: it was changed`);
+  return ErofsImage.open(path, { lazy: true });
+}
+
+/** Mount an image with FUSE, served by this process until it is unmounted. */
+export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
+  const st = await stat(o.mountpoint).catch(() => undefined);
+  if (!st?.isDirectory()) throw new MountError('BAD_MOUNTPOINT', `mount point ${o.mountpoint} is not a directory`);
+  const old = await readState(o.mountpoint);
+  if (old) {
+    if (mountAt(o.mountpoint) || (old.phase === 'mounting' && isAlive(old.owner))) {
+      throw new MountError('ALREADY_MOUNTED', `${o.mountpoint} already has a cfsdist mount (${old.ref}); run cfsdist umount ${o.mountpoint} first`);
+    }
+    await unmount(o.mountpoint); // stale record
+  }
+  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const image = await openImage(o.image, o.imageDigest);
+  const objects = new VerifiedObjects(o.objects, { fetcher: o.fetcher });
+  const fs = new ImageFs(image, objects, { log });
+  let fd: number;
+  try {
+    fd = openSync('/dev/fuse', 'r+');
+  } catch (e) {
+    image.close();
+    throw new MountError('NO_FUSE', `cannot open /dev/fuse: ${(e as Error).message}`);
+  }
+  const state: MountState = {
+    version: 1,
+    kind: 'fuse',
+    phase: 'mounting',
+    mountpoint: o.mountpoint,
+    ref: o.ref ?? o.image,
+    image: o.image,
+    imageDigest: o.imageDigest ? toHex(o.imageDigest) : undefined,
+    objects: o.objects,
+    owner: selfId(),
+    loops: [],
+    log: o.logFile,
+    time: '',
+  };
+  const session = new FuseSession(fd, fs, { log });
+  let api = 'fsmount';
+  try {
+    await writeState(state);
+    session.start();
+    const opts = { fd: '3', rootmode: '40000', user_id: String(process.getuid?.() ?? 0), group_id: String(process.getgid?.() ?? 0) };
+    const mapi = o.force?.mount8 ? undefined : await MountApi.start([fd]);
+    if (mapi) {
+      try {
+        const ctx = await mapi.fsopen('fuse');
+        await mapi.setString(ctx, 'source', MOUNT_SOURCE);
+        await mapi.setString(ctx, 'subtype', MOUNT_SOURCE);
+        for (const [k, v] of Object.entries(opts)) await mapi.setString(ctx, k, v);
+        for (const f of ['default_permissions', 'allow_other', 'ro']) await mapi.setFlag(ctx, f);
+        await mapi.create(ctx, 'fuse');
+        const m = await mapi.fsmount(ctx, MOUNT_ATTR_RDONLY, 'fuse');
+        await mapi.moveMount(m, o.mountpoint);
+      } finally {
+        mapi.end();
+      }
+    } else {
+      api = 'mount(8)';
+      const list = ['ro', ...Object.entries(opts).map(([k, v]) => `${k}=${v}`), 'default_permissions', 'allow_other'];
+      await legacyMount(`fuse.${MOUNT_SOURCE}`, MOUNT_SOURCE, o.mountpoint, list, [fd]);
+    }
+    await withTimeout(session.initDone(), 10_000, `the kernel did not start the FUSE session for ${o.mountpoint}`);
+    state.phase = 'mounted';
+    state.how = { api };
+    await writeState(state);
+  } catch (e) {
+    session.stop();
+    if (mountAt(o.mountpoint)?.fstype === `fuse.${MOUNT_SOURCE}`) await runUmount(o.mountpoint, true);
+    await removeState(o.mountpoint).catch(() => undefined);
+    image.close();
+    throw e;
+  }
+  const done = session.done.finally(() => image.close());
+  return {
+    mountpoint: o.mountpoint,
+    session,
+    fs,
+    objects,
+    api,
+    done,
+    async unmount(): Promise<void> {
+      if (mountAt(o.mountpoint)) {
+        const err = await runUmount(o.mountpoint);
+        if (err && mountAt(o.mountpoint)) await runUmount(o.mountpoint, true);
+      }
+      // A lazily detached mount may keep the session until its last user goes; do not wait then.
+      if (!mountAt(o.mountpoint)) await withTimeout(done, 2000, '').catch(() => session.stop());
+      await removeState(o.mountpoint);
+    },
+  };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new MountError('TIMEOUT', what || 'timed out')), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,352 @@
+/**
+ * A FUSE session over an open /dev/fuse: reads requests, hands them to a `FuseFs`, writes the
+ * replies. Node has no FUSE binding, and the maintained npm ones (fuse-native: libfuse 2, native
+ * build, prebuilt binaries fetched at install) do not fit a no-native-dependency project, so the
+ * kernel protocol is spoken directly; a read-only filesystem needs only a dozen requests.
+ *
+ * Reads of /dev/fuse block until the kernel has a request, so they run in libuv's thread pool
+ * (`fs.read`), one outstanding at a time with one buffer sized for the largest request; the
+ * request is copied out and the next read issued before it is handled, so slow requests
+ * (opening a large object verifies it whole) do not hold up others. Replies are written with one
+ * synchronous write each (the kernel takes them at once). When the filesystem is unmounted the
+ * read fails with ENODEV and the session ends.
+ */
+import { closeSync, constants as fsConstants, read, writeSync } from 'node:fs';
+import { constants } from 'node:os';
+import {
+  Fopen,
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FUSE_MIN_READ_BUFFER,
+  Init,
+  Op,
+  SIZE,
+  attrOut,
+  cString,
+  direntSize,
+  entryOut,
+  getxattrOut,
+  initOut,
+  openOut,
+  readInHeader,
+  readInitIn,
+  readU64,
+  reply,
+  statfsOut,
+  writeDirent,
+  writeEntryOut,
+} from './protocol.js';
+import type { Attr, InHeader, StatFs } from './protocol.js';
+
+const E = constants.errno;
+
+/** An error a `FuseFs` method throws to reply with an errno. */
+export class FuseErrno extends Error {
+  constructor(
+    /** Positive errno (ENOENT, EIO, …). */
+    readonly errno: number,
+    message = '',
+  ) {
+    super(message || `errno ${errno}`);
+  }
+}
+
+/** An entry found by lookup. */
+export interface FuseEntry {
+  nodeid: number;
+  attr: Attr;
+}
+
+/** One directory entry, `.` and `..` included. */
+export interface FuseDirItem {
+  name: Buffer;
+  nodeid: number;
+  /** DT_* type. */
+  type: number;
+}
+
+/** The filesystem a session serves (read-only). Throw FuseErrno to fail a request. */
+export interface FuseFs {
+  /** Look a name up in a directory; undefined if absent. */
+  lookup(parent: number, name: Buffer): FuseEntry | undefined;
+  /** Attributes of a node. */
+  getattr(node: number): Attr;
+  /** Target of a symlink. */
+  readlink(node: number): Buffer;
+  /** Open a regular file read-only; a handle. */
+  open(node: number, flags: number): Promise<number> | number;
+  /** Read from an open file. */
+  read(fh: number, offset: number, size: number): Promise<Buffer> | Buffer;
+  /** Close a file handle. */
+  release(fh: number): Promise<void> | void;
+  /** A directory's entries, in order, for one opendir (`.` and `..` first). */
+  readdir(node: number): FuseDirItem[];
+  /** One xattr value, or undefined (ENODATA). `uid` is the caller's. */
+  getxattr(node: number, name: Buffer, uid: number): Buffer | undefined;
+  /** Xattr names a caller may see. */
+  listxattr(node: number, uid: number): Buffer[];
+  /** Totals for statfs. */
+  statfs(): StatFs;
+}
+
+/** Options of a session. */
+export interface FuseSessionOptions {
+  /** Seconds the kernel may cache entries and attributes (the image never changes). */
+  validSec?: number;
+  /** Where problems are reported (a request that failed with an unexpected error, …). */
+  log?: (line: string) => void;
+}
+
+/** Largest write the kernel may send (we get none: read-only) and largest read we serve. */
+const MAX_WRITE = 128 * 1024;
+const MAX_PAGES = 256;
+const READ_BUFFER = Math.max(FUSE_MIN_READ_BUFFER, MAX_WRITE + 4096);
+
+interface DirHandle {
+  items: FuseDirItem[];
+}
+
+/** A FUSE session (see the file comment). */
+export class FuseSession {
+  /** Requests handled, by opcode. */
+  readonly counts = new Map<number, number>();
+  /** Resolves when the session ended (unmounted, or `stop()`); rejects on an unexpected error. */
+  readonly done: Promise<void>;
+  /** Whether INIT has been answered. */
+  initialized = false;
+  private resolveDone!: () => void;
+  private rejectDone!: (e: Error) => void;
+  private readonly buf = Buffer.allocUnsafe(READ_BUFFER);
+  private readonly dirs = new Map<number, DirHandle>();
+  private nextDir = 1;
+  private ended = false;
+  private readonly validSec: number;
+  private readonly log: (line: string) => void;
+  private onInit: (() => void)[] = [];
+
+  constructor(
+    /** The /dev/fuse descriptor (owned by the session from now on). */
+    readonly fd: number,
+    private readonly fs: FuseFs,
+    opts: FuseSessionOptions = {},
+  ) {
+    this.validSec = opts.validSec ?? 86400;
+    this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+    this.done = new Promise<void>((res, rej) => {
+      this.resolveDone = res;
+      this.rejectDone = rej;
+    });
+  }
+
+  /** Start serving. */
+  start(): void {
+    this.readNext();
+  }
+
+  /** Resolves once the kernel's INIT has been answered. */
+  initDone(): Promise<void> {
+    if (this.initialized) return Promise.resolve();
+    return new Promise((r) => this.onInit.push(r));
+  }
+
+  /** Stop serving and close the device (the mount, if still there, then fails with ENOTCONN). */
+  stop(): void {
+    this.finish();
+  }
+
+  private finish(err?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      closeSync(this.fd);
+    } catch {
+      /* already closed */
+    }
+    if (err) this.rejectDone(err);
+    else this.resolveDone();
+  }
+
+  private readNext(): void {
+    if (this.ended) return;
+    read(this.fd, this.buf, 0, this.buf.length, null, (err, n) => {
+      if (this.ended) return;
+      if (err) {
+        const code = err.code;
+        if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') return this.readNext(); // request vanished
+        if (code === 'ENODEV') return this.finish(); // unmounted
+        // Not mounted yet (the session may start before mount(2) attached the device).
+        if (code === 'EPERM' && !this.initialized) return void setTimeout(() => this.readNext(), 5);
+        return this.finish(err);
+      }
+      if (n < SIZE.inHeader) return this.finish(new Error(`short FUSE request of ${n} bytes`));
+      const req = Buffer.from(this.buf.subarray(0, n));
+      this.readNext();
+      this.handle(req);
+    });
+  }
+
+  private send(b: Buffer): void {
+    if (this.ended) return;
+    try {
+      writeSync(this.fd, b);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return; // the request was interrupted meanwhile
+      if (code === 'ENODEV') return this.finish();
+      this.log(`cfsdist fuse: writing a reply failed: ${(e as Error).message}`);
+    }
+  }
+
+  private ok(h: InHeader, body?: Buffer): void {
+    this.send(reply(h.unique, 0, body));
+  }
+
+  private fail(h: InHeader, errno: number): void {
+    this.send(reply(h.unique, -errno));
+  }
+
+  private handle(req: Buffer): void {
+    const h = readInHeader(req);
+    const body = req.subarray(SIZE.inHeader, h.len);
+    this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
+    try {
+      const r = this.dispatch(h, body);
+      if (r) r.catch((e: unknown) => this.failWith(h, e));
+    } catch (e) {
+      this.failWith(h, e);
+    }
+  }
+
+  private failWith(h: InHeader, e: unknown): void {
+    if (e instanceof FuseErrno) return this.fail(h, e.errno);
+    this.log(`cfsdist fuse: request ${h.opcode} on node ${h.nodeid} failed: ${(e as Error)?.message ?? String(e)}`);
+    this.fail(h, E.EIO);
+  }
+
+  private dispatch(h: InHeader, body: Buffer): Promise<void> | void {
+    const fs = this.fs;
+    switch (h.opcode) {
+      case Op.INIT:
+        return this.init(h, body);
+      case Op.LOOKUP: {
+        const e = fs.lookup(h.nodeid, cString(body));
+        // A negative entry (nodeid 0) is cached like a positive one: the image never changes.
+        return this.ok(h, e ? entryOut(e.nodeid, e.attr, this.validSec) : entryOut(0, undefined, this.validSec));
+      }
+      case Op.FORGET:
+      case Op.BATCH_FORGET:
+      case Op.INTERRUPT:
+        return; // no reply; we keep no per-lookup state, and every request is answered anyway
+      case Op.GETATTR:
+        return this.ok(h, attrOut(fs.getattr(h.nodeid), this.validSec));
+      case Op.READLINK:
+        return this.ok(h, fs.readlink(h.nodeid));
+      case Op.OPEN: {
+        const flags = body.readUInt32LE(0);
+        if ((flags & 3) !== fsConstants.O_RDONLY || flags & fsConstants.O_TRUNC) return this.fail(h, E.EROFS);
+        return Promise.resolve(fs.open(h.nodeid, flags)).then((fh) => this.ok(h, openOut(fh, Fopen.KEEP_CACHE)));
+      }
+      case Op.READ: {
+        const fh = readU64(body, 0);
+        const offset = readU64(body, 8);
+        const size = body.readUInt32LE(16);
+        return Promise.resolve(fs.read(fh, offset, size)).then((data) => this.ok(h, data));
+      }
+      case Op.RELEASE:
+        return Promise.resolve(fs.release(readU64(body, 0))).then(() => this.ok(h));
+      case Op.OPENDIR: {
+        const id = this.nextDir++;
+        this.dirs.set(id, { items: fs.readdir(h.nodeid) });
+        return this.ok(h, openOut(id, Fopen.KEEP_CACHE | Fopen.CACHE_DIR));
+      }
+      case Op.READDIR:
+      case Op.READDIRPLUS:
+        return this.readdir(h, body, h.opcode === Op.READDIRPLUS);
+      case Op.RELEASEDIR:
+        this.dirs.delete(readU64(body, 0));
+        return this.ok(h);
+      case Op.GETXATTR:
+      case Op.LISTXATTR:
+        return this.xattr(h, body);
+      case Op.STATFS:
+        return this.ok(h, statfsOut(fs.statfs()));
+      case Op.ACCESS:
+      case Op.FLUSH:
+      case Op.FSYNC:
+      case Op.FSYNCDIR:
+        return this.ok(h);
+      case Op.SETATTR:
+        return this.fail(h, E.EROFS);
+      case Op.DESTROY:
+        this.ok(h);
+        return this.finish();
+      default:
+        return this.fail(h, E.ENOSYS);
+    }
+  }
+
+  private init(h: InHeader, body: Buffer): void {
+    const i = readInitIn(body);
+    if (i.major < FUSE_KERNEL_VERSION) return this.fail(h, E.EPROTO);
+    if (i.major > FUSE_KERNEL_VERSION) {
+      // The kernel retries with our major version.
+      const b = Buffer.alloc(8);
+      b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
+      return this.ok(h, b);
+    }
+    const want = Init.ASYNC_READ | Init.PARALLEL_DIROPS | Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO | Init.CACHE_SYMLINKS | Init.MAX_PAGES | Init.POSIX_ACL | Init.BIG_WRITES;
+    this.ok(
+      h,
+      initOut({
+        minor: Math.min(i.minor, FUSE_KERNEL_MINOR_VERSION),
+        maxReadahead: i.maxReadahead,
+        flags: i.flags & want,
+        maxBackground: 64,
+        congestionThreshold: 48,
+        maxWrite: MAX_WRITE,
+        maxPages: MAX_PAGES,
+      }),
+    );
+    this.initialized = true;
+    for (const r of this.onInit.splice(0)) r();
+  }
+
+  private readdir(h: InHeader, body: Buffer, plus: boolean): void {
+    const fh = readU64(body, 0);
+    const offset = readU64(body, 8);
+    const size = body.readUInt32LE(16);
+    const d = this.dirs.get(fh);
+    if (!d) return this.fail(h, E.EBADF);
+    const out = Buffer.allocUnsafe(size);
+    let pos = 0;
+    for (let i = offset; i < d.items.length; i++) {
+      const it = d.items[i]!;
+      const need = plus ? SIZE.entryOut + direntSize(it.name.length) : direntSize(it.name.length);
+      if (pos + need > size) break;
+      if (plus) {
+        const dot = it.name.length <= 2 && it.name[0] === 0x2e && (it.name.length === 1 || it.name[1] === 0x2e);
+        // `.` and `..` get no entry (nodeid 0): the kernel does not link them.
+        writeEntryOut(out, pos, dot ? 0 : it.nodeid, dot ? undefined : this.fs.getattr(it.nodeid), this.validSec);
+        pos += SIZE.entryOut;
+      }
+      pos += writeDirent(out, pos, it.nodeid, i + 1, it.type, it.name);
+    }
+    this.ok(h, out.subarray(0, pos));
+  }
+
+  private xattr(h: InHeader, body: Buffer): void {
+    const size = body.readUInt32LE(0);
+    let data: Buffer;
+    if (h.opcode === Op.GETXATTR) {
+      const v = this.fs.getxattr(h.nodeid, cString(body, 8), h.uid);
+      if (!v) return this.fail(h, E.ENODATA);
+      data = v;
+    } else {
+      const names = this.fs.listxattr(h.nodeid, h.uid);
+      data = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
+    }
+    if (size === 0) return this.ok(h, getxattrOut(data.length));
+    if (data.length > size) return this.fail(h, E.ERANGE);
+    this.ok(h, data);
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * Verified reads of store objects, in userspace, the way the kernel's fs-verity does it: an
+ * object is hashed whole once, its Merkle tree's level-0 hashes (one 32-byte hash per 4 KiB
+ * block) are checked to produce the digest the image names, and then every block a read returns
+ * is hashed again and compared with its level-0 hash. So a changed object fails with an
+ * integrity error whether it changed before the first open or between two reads; wrong bytes are
+ * never returned. Level-0 hashes (1/128 of the data) are cached per digest, bounded.
+ *
+ * A missing object is fetched through an `ObjectFetcher` when one is given (lazy pull), then
+ * verified the same way.
+ */
+import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BLOCK_SIZE, FsVerityHasher, HASH_SIZE, hashBlock, hashLeaves, toHex } from '../../verity/digest.js';
+import { MountError } from '../errors.js';
+import type { ObjectFetcher } from '../fetcher.js';
+
+/** An object whose content does not match its digest (or size). */
+export class IntegrityError extends MountError {
+  constructor(message: string) {
+    super('OBJECT_CORRUPT', message);
+  }
+}
+
+/** An object that is not in the store and could not be fetched. */
+export class MissingObjectError extends MountError {
+  constructor(message: string, cause?: unknown) {
+    super('OBJECT_MISSING', message, { cause });
+  }
+}
+
+const CHUNK = 1 << 20;
+
+/** Counters, for logs, tests and benchmarks. */
+export interface VerifiedStats {
+  /** Objects hashed whole (first opens). */
+  verified: number;
+  /** Bytes hashed whole. */
+  hashedBytes: number;
+  /** Objects fetched through the fetcher. */
+  fetched: number;
+  /** Integrity failures seen. */
+  corrupt: number;
+}
+
+/** Options of `VerifiedObjects`. */
+export interface VerifiedObjectsOptions {
+  /** Fetches objects that are missing (lazy pull). */
+  fetcher?: ObjectFetcher;
+  /** Bytes of level-0 hashes to keep cached (default 64 MiB, i.e. 8 GiB of object data). */
+  leafCacheBytes?: number;
+}
+
+/** The objects directory, read with verification. */
+export class VerifiedObjects {
+  /** Counters. */
+  readonly stats: VerifiedStats = { verified: 0, hashedBytes: 0, fetched: 0, corrupt: 0 };
+  private readonly leaves = new Map<string, Buffer>();
+  private leafBytes = 0;
+  private readonly leafCacheBytes: number;
+  private readonly hashing = new Map<string, Promise<Buffer>>();
+  private readonly fetching = new Map<string, Promise<void>>();
+
+  constructor(
+    readonly dir: string,
+    private readonly opts: VerifiedObjectsOptions = {},
+  ) {
+    this.leafCacheBytes = opts.leafCacheBytes ?? 64 << 20;
+  }
+
+  /** Path of an object. */
+  path(digest: Buffer): string {
+    const hex = toHex(digest);
+    return join(this.dir, hex.slice(0, 2), hex.slice(2));
+  }
+
+  /** Open an object of `size` bytes for verified reads (fetching it first if missing). */
+  async open(digest: Buffer, size: number): Promise<VerifiedFile> {
+    const hex = toHex(digest);
+    const fh = await this.openFile(digest, hex);
+    try {
+      const st = await fh.stat();
+      if (st.size !== size) {
+        this.stats.corrupt++;
+        throw new IntegrityError(`object ${hex} (${this.path(digest)}): ${st.size} bytes, the image says ${size}`);
+      }
+      let leaves = this.cached(hex);
+      if (!leaves) {
+        let p = this.hashing.get(hex);
+        if (!p) {
+          p = this.hashWhole(fh, digest, hex, size).finally(() => this.hashing.delete(hex));
+          this.hashing.set(hex, p);
+        }
+        leaves = await p;
+      }
+      return new VerifiedFile(fh, hex, size, leaves, this.path(digest), () => this.stats.corrupt++);
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async openFile(digest: Buffer, hex: string): Promise<FileHandle> {
+    try {
+      return await open(this.path(digest), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!this.opts.fetcher) throw new MissingObjectError(`object ${hex} is not in ${this.dir}`);
+    }
+    let f = this.fetching.get(hex);
+    if (!f) {
+      const fetcher = this.opts.fetcher!;
+      f = fetcher.fetch(digest).finally(() => this.fetching.delete(hex));
+      this.fetching.set(hex, f);
+      f.then(() => this.stats.fetched++, () => undefined);
+    }
+    try {
+      await f;
+    } catch (e) {
+      throw new MissingObjectError(`object ${hex} is not in ${this.dir} and fetching it failed: ${(e as Error).message}`, e);
+    }
+    try {
+      return await open(this.path(digest), 'r');
+    } catch (e) {
+      throw new MissingObjectError(`object ${hex} is still not in ${this.dir} after fetching it`, e);
+    }
+  }
+
+  private cached(hex: string): Buffer | undefined {
+    const l = this.leaves.get(hex);
+    if (l) {
+      this.leaves.delete(hex);
+      this.leaves.set(hex, l);
+    }
+    return l;
+  }
+
+  /** Hash the whole object; its level-0 hashes if the digest matches. */
+  private async hashWhole(fh: FileHandle, digest: Buffer, hex: string, size: number): Promise<Buffer> {
+    const leaves = Buffer.allocUnsafe(Math.ceil(size / BLOCK_SIZE) * HASH_SIZE);
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(size, 1)));
+    let pos = 0;
+    while (pos < size) {
+      const want = Math.min(buf.length, size - pos);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await fh.read(buf, got, want - got, pos + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got < want) {
+        this.stats.corrupt++;
+        throw new IntegrityError(`object ${hex} (${this.path(digest)}) ended at ${pos + got} bytes while being verified, expected ${size}`);
+      }
+      hashLeaves(buf.subarray(0, want), leaves, (pos / BLOCK_SIZE) * HASH_SIZE);
+      pos += want;
+    }
+    const got = new FsVerityHasher().updateLeaves(leaves, size).digest();
+    this.stats.verified++;
+    this.stats.hashedBytes += size;
+    if (!got.equals(digest)) {
+      this.stats.corrupt++;
+      throw new IntegrityError(`object ${hex} (${this.path(digest)}) has fs-verity digest ${toHex(got)}: its content was changed`);
+    }
+    this.leaves.set(hex, leaves);
+    this.leafBytes += leaves.length;
+    while (this.leafBytes > this.leafCacheBytes && this.leaves.size > 1) {
+      const [k, v] = this.leaves.entries().next().value as [string, Buffer];
+      this.leaves.delete(k);
+      this.leafBytes -= v.length;
+    }
+    return leaves;
+  }
+}
+
+/** An open, verified object: every block read is checked against its level-0 hash. */
+export class VerifiedFile {
+  private pad: Buffer | undefined;
+
+  constructor(
+    private readonly fh: FileHandle,
+    /** Object digest (hex). */
+    readonly hex: string,
+    /** Verified size. */
+    readonly size: number,
+    private readonly leaves: Buffer,
+    private readonly where: string,
+    private readonly onCorrupt: () => void,
+  ) {}
+
+  /** Bytes [offset, offset+length) clipped to the size; IntegrityError if any block differs. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const end = Math.min(this.size, offset + length);
+    if (offset >= end) return Buffer.alloc(0);
+    const b0 = Math.floor(offset / BLOCK_SIZE);
+    const start = b0 * BLOCK_SIZE;
+    const stop = Math.min(this.size, Math.ceil(end / BLOCK_SIZE) * BLOCK_SIZE);
+    const buf = Buffer.allocUnsafe(stop - start);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await this.fh.read(buf, got, buf.length - got, start + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got < buf.length) {
+      this.onCorrupt();
+      throw new IntegrityError(`object ${this.hex} (${this.where}) is shorter than its verified ${this.size} bytes`);
+    }
+    for (let off = 0, i = b0; off < buf.length; off += BLOCK_SIZE, i++) {
+      let blk: Buffer = buf.subarray(off, off + BLOCK_SIZE);
+      if (blk.length < BLOCK_SIZE) {
+        this.pad ??= Buffer.alloc(BLOCK_SIZE);
+        this.pad.fill(0);
+        blk.copy(this.pad);
+        blk = this.pad;
+      }
+      const h = hashBlock(blk);
+      if (this.leaves.compare(h, 0, HASH_SIZE, i * HASH_SIZE, (i + 1) * HASH_SIZE) !== 0) {
+        this.onCorrupt();
+        throw new IntegrityError(`object ${this.hex} (${this.where}): block ${i} does not match its digest: the content was changed`);
+      }
+    }
+    return buf.subarray(offset - start, end - start);
+  }
+
+  /** Close the file. */
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
