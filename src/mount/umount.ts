@@ -66,7 +66,13 @@ export async function unmount(mountpoint: string, opts: UnmountOptions = {}): Pr
   if (state.kind === 'fuse') report.killed = await stopDaemon(state, opts.daemonTimeoutMs ?? 5000);
   if (state.staging) {
     if (mountAt(state.staging, readMountInfo())) {
-      const err = await runUmount(state.staging, opts.lazy);
+      // A killed mount's helper may still hold the staging mount open for a moment: retry,
+      // then detach it lazily (nothing else uses this private directory).
+      let err: string | undefined;
+      for (let i = 0; i < 25 && mountAt(state.staging); i++) {
+        err = await runUmount(state.staging, opts.lazy || i === 24);
+        if (err) await new Promise((r) => setTimeout(r, 40));
+      }
       if (err && mountAt(state.staging)) throw new MountError('UMOUNT_FAILED', `umount ${state.staging}: ${err}`);
       report.unmounted.push(state.staging);
     }
