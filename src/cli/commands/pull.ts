@@ -1,0 +1,113 @@
+/** `cfsdist pull REMOTE/NAME:TAG` and `cfsdist push NAME:TAG REMOTE` (src/client). */
+import type { Command } from 'commander';
+import { globals, info, out, outJson } from '../context.js';
+import { UsageError } from '../../errors.js';
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function positiveInt(v: string | undefined, what: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`${what} must be a positive integer, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+function seconds(v: string | undefined, what: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${what} must be a positive number of seconds, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Registers `pull` and `push`. */
+export function register(program: Command): void {
+  program
+    .command('pull')
+    .description('fetch a signed image and only the objects the store lacks, verifying everything')
+    .argument('<ref>', 'http://HOST:PORT/NAME[:TAG]')
+    .option('--trust <pubkey>', 'trusted public key (repeatable; STORE/trust/*.pub are trusted too)', collect, [])
+    .option('--dry-run', 'print the plan (what would be fetched, what is shared with local images); change nothing')
+    .option('--concurrency <n>', 'requests in flight (default 4)')
+    .option('--timeout <seconds>', 'fail when the server sends nothing for this long (default 30)')
+    .option('--compress <mode>', 'accepted encodings: auto, zstd, gzip, none (default auto)')
+    .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
+      const timeout = seconds(opts.timeout, '--timeout', 30);
+      const { parseRemoteRef, HttpRemote, pull, ProgressLine, humanBytes } = await import('../../client/index.js');
+      const { parseCompressMode } = await import('../../server/compress.js');
+      const { Store } = await import('../../store/store.js');
+      const { loadTrustedKeys, SignRecords } = await import('../../sign/index.js');
+      const r = parseRemoteRef(ref);
+      const compress = parseCompressMode(opts.compress);
+      const store = await Store.open(g.store, { create: !opts.dryRun });
+      const trusted = await loadTrustedKeys(opts.trust, new SignRecords(store.dir).trustDir);
+      const remote = new HttpRemote(r.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1 });
+      const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `pull ${r.name}:${r.tag}`) : undefined;
+      let s;
+      try {
+        s = await pull({ store, remote, name: r.name, tag: r.tag, trusted, dryRun: opts.dryRun, concurrency, onProgress: bar ? (p) => bar.update(p, p.phase !== 'objects') : undefined });
+      } finally {
+        bar?.done();
+        remote.close();
+      }
+      if (g.json) return outJson(s);
+      if (s.plan) {
+        const p = s.plan;
+        out(`plan for ${r.name}:${r.tag} version ${s.version} (image ${s.image}, signed by ${s.keyid.slice(0, 16)}…)`);
+        out(`  image: ${p.imageBytes ? `fetch ${humanBytes(p.imageBytes)}` : 'already local'}`);
+        out(`  objects needed: ${p.needed.count} (${humanBytes(p.needed.bytes)})`);
+        out(`  present:        ${p.present.count} (${humanBytes(p.present.bytes)})`);
+        if (p.resumed.count) out(`  resumed:        ${p.resumed.count} (${humanBytes(p.resumed.bytes)}) verified by an interrupted pull`);
+        out(`  to fetch:       ${p.fetch.count} (${humanBytes(p.fetch.bytes)})`);
+        for (const sh of p.shared) out(`  shares ${sh.objects} objects (${humanBytes(sh.bytes)}) with ${sh.name}:${sh.tag} (${sh.image.slice(0, 16)}…)`);
+        return;
+      }
+      out(
+        `pulled ${r.name}:${r.tag} version ${s.version}: image ${s.image}; objects ${s.objects.needed} needed, ${s.objects.present} present, ` +
+          `${s.objects.resumed ? `${s.objects.resumed} resumed, ` : ''}${s.objects.fetched} fetched (${humanBytes(s.bytes.fetched)})`,
+      );
+      info(g, `${humanBytes(s.wire.received)} received in ${s.wire.requests} requests, ${s.seconds.toFixed(2)} s`);
+    });
+
+  program
+    .command('push')
+    .description("send a signed image to a cfsdist server: statement, image and only the objects it lacks")
+    .argument('<ref>', 'NAME[:TAG] (signed with cfsdist sign)')
+    .argument('<remote>', 'http://HOST:PORT')
+    .option('--token-file <file>', 'bearer token of the server (default $CFSDIST_TOKEN)')
+    .option('--concurrency <n>', 'uploads in flight (default 4)')
+    .option('--timeout <seconds>', 'fail when the server answers nothing for this long (default 30)')
+    .option('--compress <mode>', 'upload encoding: auto, zstd, gzip, none (default auto)')
+    .action(async (ref: string, url: string, opts: { tokenFile?: string; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
+      const timeout = seconds(opts.timeout, '--timeout', 30);
+      const { parseRemoteBase, HttpRemote, push, ProgressLine, humanBytes } = await import('../../client/index.js');
+      const { parseCompressMode } = await import('../../server/compress.js');
+      const { parseRef } = await import('../../store/names.js');
+      const { Store } = await import('../../store/store.js');
+      const { name, tag } = parseRef(ref);
+      const base = parseRemoteBase(url);
+      let token = process.env.CFSDIST_TOKEN?.trim() || undefined;
+      if (opts.tokenFile) {
+        const { readFile } = await import('node:fs/promises');
+        token = (await readFile(opts.tokenFile, 'utf8')).trim();
+      }
+      const store = await Store.open(g.store);
+      const target = new HttpRemote(base, { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1 });
+      const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `push ${name}:${tag}`) : undefined;
+      let s;
+      try {
+        s = await push({ store, target, name, tag, concurrency, onProgress: bar ? (p) => bar.update(p) : undefined });
+      } finally {
+        bar?.done();
+        target.close();
+      }
+      if (g.json) return outJson(s);
+      out(`pushed ${name}:${tag} version ${s.version} to ${s.remote}: objects ${s.objects.needed} needed, ${s.objects.present} already there, ${s.objects.sent} sent (${humanBytes(s.bytes.sent)})`);
+      info(g, `${humanBytes(s.wire.sent)} sent in ${s.wire.requests} requests, ${s.seconds.toFixed(2)} s`);
+    });
+}

@@ -1,0 +1,71 @@
+/** `cfsdist serve`: the distribution server over the local store (protocol in src/server/protocol.ts). */
+import type { Command } from 'commander';
+import { globals, info, out } from '../context.js';
+import { UsageError } from '../../errors.js';
+
+/** Default listen address of `serve`. */
+export const DEFAULT_LISTEN = '127.0.0.1:8780';
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+/** Split HOST:PORT (IPv6 as [ADDR]:PORT). */
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s);
+  if (!m) throw new UsageError(`--listen must be HOST:PORT, not ${JSON.stringify(s)}`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--listen: port ${port} out of range`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** Registers `serve`. */
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('serve the store over HTTP: tags, signed statements, images, objects (read); push (with --token-file)')
+    .option('--listen <host:port>', `address to listen on (port 0: any free port; default ${DEFAULT_LISTEN})`)
+    .option('--token-file <file>', 'enable push: bearer token clients must present')
+    .option('--compress <mode>', 'response compression: auto (zstd if installed, else gzip), zstd, gzip, none', 'auto')
+    .option('--trust <pubkey>', 'accept pushed statements only when signed by this key (repeatable)', collect, [])
+    .option('--idle-timeout <seconds>', 'close connections idle this long (default 120)')
+    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const { host, port } = parseListen(opts.listen ?? DEFAULT_LISTEN);
+      const { Store } = await import('../../store/store.js');
+      const { startServer } = await import('../../server/server.js');
+      const { parseCompressMode } = await import('../../server/compress.js');
+      let token: string | undefined;
+      if (opts.tokenFile) {
+        const { readFile } = await import('node:fs/promises');
+        token = (await readFile(opts.tokenFile, 'utf8')).trim();
+        if (!token || /\s/.test(token)) throw new UsageError(`--token-file ${opts.tokenFile}: the token must be one word, not empty`);
+      }
+      let trusted;
+      if (opts.trust.length > 0) {
+        const { loadTrustedKeys } = await import('../../sign/keys.js');
+        trusted = await loadTrustedKeys(opts.trust);
+      }
+      const idle = opts.idleTimeout !== undefined ? Number(opts.idleTimeout) : 120;
+      if (!Number.isFinite(idle) || idle <= 0) throw new UsageError('--idle-timeout must be a positive number of seconds');
+      const store = await Store.open(g.store, { create: true });
+      const srv = await startServer({
+        store,
+        host,
+        port,
+        token,
+        compress: parseCompressMode(opts.compress),
+        trusted,
+        idleTimeoutMs: idle * 1000,
+        log: g.debug ? (l) => process.stderr.write(l + '\n') : undefined,
+      });
+      out(`listening on ${srv.url}`);
+      info(g, `serving ${store.dir}${token ? ' (push enabled)' : ' (read-only)'}`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await srv.close();
+    });
+}

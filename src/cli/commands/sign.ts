@@ -1,0 +1,101 @@
+/**
+ * `cfsdist key generate|trust`, `cfsdist sign NAME:TAG`, `cfsdist verify NAME:TAG`: ed25519
+ * keys, DSSE-signed image statements, and the kernel fs-verity builtin signature.
+ */
+import type { Command } from 'commander';
+import { globals, info, out, outJson } from '../context.js';
+import { UsageError } from '../../errors.js';
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+/** Registers `key generate`, `key trust`, `sign` and `verify`. */
+export function register(program: Command): void {
+  const key = program.command('key').description('signing keys (ed25519)');
+  key
+    .command('generate')
+    .description('write a new ed25519 key pair: KEY (private, PKCS#8 PEM, mode 0600) and KEY.pub')
+    .requiredOption('--out <key>', 'private key file (the public key goes to KEY.pub)')
+    .option('--force', 'replace existing files')
+    .action(async (opts: { out: string; force?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const { writeKeyPair } = await import('../../sign/keys.js');
+      const r = await writeKeyPair(opts.out, { force: opts.force });
+      if (g.json) return outJson(r);
+      out(`keyid ${r.keyid}`);
+      info(g, `wrote ${r.privatePath} (private) and ${r.publicPath} (public)`);
+    });
+  key
+    .command('trust')
+    .description("trust a public key by default: copy it into the store's trust/ directory")
+    .argument('<pubkey>', 'public key file (PEM)')
+    .action(async (path: string, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const { loadPublicKey, SignRecords } = await import('../../sign/index.js');
+      const { mkdir, copyFile } = await import('node:fs/promises');
+      const { join } = await import('node:path');
+      const k = await loadPublicKey(path);
+      const rec = new SignRecords(g.store);
+      await mkdir(rec.trustDir, { recursive: true });
+      const dest = join(rec.trustDir, `${k.keyid}.pub`);
+      await copyFile(path, dest);
+      if (g.json) return outJson({ keyid: k.keyid, path: dest });
+      out(`trusted ${k.keyid} (${dest})`);
+    });
+
+  program
+    .command('sign')
+    .description('sign the image NAME:TAG points at: a DSSE statement (name, tag, digest, objects, expiry, version)')
+    .argument('<ref>', 'NAME[:TAG]')
+    .requiredOption('--key <key>', 'ed25519 private key (cfsdist key generate)')
+    .option('--expires <duration>', 'validity, e.g. 30d, 12h, 3600 (default 30d)')
+    .option('--version <n>', 'statement version (default: one more than the highest known for the tag)')
+    .option('--fsverity-key <key>', 'also make the kernel fs-verity builtin signature with this RSA/ECDSA key')
+    .option('--fsverity-cert <cert>', 'X.509 certificate of --fsverity-key')
+    .action(async (ref: string, opts: { key: string; expires?: string; version?: string; fsverityKey?: string; fsverityCert?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      if (Boolean(opts.fsverityKey) !== Boolean(opts.fsverityCert)) throw new UsageError('sign: --fsverity-key and --fsverity-cert go together');
+      let version: number | undefined;
+      if (opts.version !== undefined) {
+        version = Number(opts.version);
+        if (!Number.isSafeInteger(version) || version < 1) throw new UsageError(`sign: --version must be a positive integer, got ${opts.version}`);
+      }
+      const { parseRef } = await import('../../store/names.js');
+      const { Store } = await import('../../store/store.js');
+      const s = await import('../../sign/index.js');
+      const { name, tag } = parseRef(ref);
+      const store = await Store.open(g.store);
+      const k = await s.loadPrivateKey(opts.key);
+      const fsverity = opts.fsverityKey ? await s.loadFsveritySigner(opts.fsverityKey, opts.fsverityCert!) : undefined;
+      const r = await s.signImage(store, name, tag, k, {
+        expiresIn: opts.expires !== undefined ? s.parseDuration(opts.expires) : undefined,
+        version,
+        fsverity,
+      });
+      if (g.json) return outJson({ ...r.statement, keyid: r.keyid, statementPath: r.statementPath, fsveritySigPath: r.fsveritySigPath ?? null });
+      out(`signed ${name}:${tag} version ${r.statement.version}: image ${r.statement.image}, ${r.statement.objectCount} objects, expires ${s.formatTime(r.statement.expires)}`);
+      info(g, `statement ${r.statementPath} (key ${r.keyid})`);
+      if (r.fsveritySigPath) info(g, `fs-verity builtin signature ${r.fsveritySigPath}`);
+    });
+
+  program
+    .command('verify')
+    .description("verify NAME:TAG's signed statement against trusted keys and the local image")
+    .argument('<ref>', 'NAME[:TAG]')
+    .option('--trust <pubkey>', 'trusted public key (repeatable; STORE/trust/*.pub are trusted too)', collect, [])
+    .action(async (ref: string, opts: { trust: string[] }, cmd: Command) => {
+      const g = globals(cmd);
+      const { parseRef } = await import('../../store/names.js');
+      const { Store } = await import('../../store/store.js');
+      const s = await import('../../sign/index.js');
+      const { name, tag } = parseRef(ref);
+      const store = await Store.open(g.store);
+      const trusted = await s.loadTrustedKeys(opts.trust, new s.SignRecords(store.dir).trustDir);
+      const r = await s.verifyImage(store, name, tag, trusted);
+      if (!r.tagMatches) process.exitCode = 1;
+      if (g.json) return outJson({ ok: r.tagMatches, ...r.statement, keyid: r.keyid, tagMatches: r.tagMatches });
+      out(`${name}:${tag} version ${r.statement.version}: good signature by ${r.keyid} (${r.keySource}); image ${r.statement.image}, expires ${s.formatTime(r.statement.expires)}`);
+      if (!r.tagMatches) out(`warning: the local tag ${name}:${tag} does not point at the signed image`);
+    });
+}

@@ -1,0 +1,182 @@
+/**
+ * Ingest areas: where a pull keeps what it has fetched and verified until the whole image is
+ * complete (containerd's idea: a partial download is never visible in the store).
+ *
+ *   STORE/ingest/<pid>-<start>-<n>-<IMAGE HEX>/objects/xx/…   verified objects (composefs layout)
+ *   STORE/ingest/<pid>-<start>-<n>-<IMAGE HEX>/image          the verified image
+ *
+ * The directory is owned by one live process (its name starts with the owner's identity,
+ * store/procid.ts). A pull of the same image whose owner died adopts the directory by renaming
+ * it to its own name (atomic: of two racing adopters one wins, the other starts afresh), then
+ * re-hashes what it adopted — objects are written without fsync, so after a power cut a file
+ * may be damaged; a damaged one is deleted and fetched again. On success the objects are
+ * renamed into STORE/objects after one `sync --file-system` (syncfs) makes them durable, and
+ * the directory is removed. A failed pull (bad data, timeout) keeps its verified objects for
+ * the next attempt; areas of dead owners untouched for a week are deleted by later pulls.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { ObjectDir } from '../store/objects.js';
+import type { Store } from '../store/store.js';
+import { fsyncDir } from '../store/atomic.js';
+import { isAlive, selfId } from '../store/procid.js';
+import { toHex } from '../verity/digest.js';
+import { digestFilesSettled } from '../verity/parallel.js';
+import type { ObjectRef } from '../sign/image-facts.js';
+
+/** Ingest areas of dead owners older than this are deleted. */
+export const STALE_INGEST_MS = 7 * 24 * 3600 * 1000;
+
+const active = new Set<string>();
+let counter = 0;
+
+/** STORE/ingest. */
+export function ingestRoot(store: Store): string {
+  return join(store.dir, 'ingest');
+}
+
+/** fsync every file (fallback when `sync -f` is unavailable). */
+async function fsyncFiles(paths: string[]): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < paths.length) {
+        const fh = await open(paths[next++]!, 'r');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }
+    }),
+  );
+}
+
+/** syncfs(2) of the filesystem holding `path` via coreutils `sync -f`; false if unavailable. */
+function syncFilesystem(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = spawn('sync', ['-f', path], { stdio: 'ignore' });
+    c.on('error', () => resolve(false));
+    c.on('close', (code) => resolve(code === 0));
+  });
+}
+
+/** One pull's ingest area (see the file comment). */
+export class Ingest {
+  /** The directory. */
+  readonly dir: string;
+  /** Verified objects waiting for the commit. */
+  readonly objects: ObjectDir;
+  /** True if the directory was adopted from a pull that died. */
+  readonly adopted: boolean;
+  private readonly store: Store;
+
+  private constructor(store: Store, dir: string, adopted: boolean) {
+    this.store = store;
+    this.dir = dir;
+    this.adopted = adopted;
+    this.objects = new ObjectDir(join(dir, 'objects'), { tmpDir: store.tmpDir, fsync: false });
+  }
+
+  /** Open an ingest area for `image`: one left by a pull of this process that ended, else one
+   * adopted from a pull that died, else a new one. Call release() when done. */
+  static async open(store: Store, image: Buffer): Promise<Ingest> {
+    const root = ingestRoot(store);
+    await mkdir(root, { recursive: true });
+    const hex = toHex(image);
+    const me = selfId();
+    const names = (await readdir(root)).sort();
+    // Ours first: a pull of this process that failed earlier (its writes need no re-check).
+    for (const n of names) {
+      const p = join(root, n);
+      if (n.startsWith(`${me}-`) && n.endsWith(`-${hex}`) && !active.has(p)) {
+        active.add(p);
+        return new Ingest(store, p, false);
+      }
+    }
+    const own = join(root, `${me}-${++counter}-${hex}`);
+    const now = Date.now();
+    for (const n of names) {
+      if (isAlive(n)) continue;
+      const p = join(root, n);
+      if (n.endsWith(`-${hex}`)) {
+        try {
+          await rename(p, own);
+          active.add(own);
+          return new Ingest(store, own, true);
+        } catch {
+          continue; // someone else adopted it first
+        }
+      }
+      const st = await stat(p).catch(() => undefined);
+      if (st && now - st.mtimeMs > STALE_INGEST_MS) await rm(p, { recursive: true, force: true });
+    }
+    await mkdir(own, { recursive: true });
+    active.add(own);
+    return new Ingest(store, own, false);
+  }
+
+  /** End this process's use of the area (it stays on disk unless remove() was called). */
+  release(): void {
+    active.delete(this.dir);
+  }
+
+  /** Path of the verified image. */
+  get imagePath(): string {
+    return join(this.dir, 'image');
+  }
+
+  /**
+   * The needed objects already here and intact (re-hashed if adopted); damaged or unneeded
+   * files are deleted.
+   */
+  async present(needed: ObjectRef[]): Promise<Set<string>> {
+    const want = new Map(needed.map((o) => [toHex(o.digest), o.size]));
+    const { objects } = await this.objects.scan();
+    const candidates = objects.filter((o) => want.has(o.hex));
+    for (const o of objects) if (!want.has(o.hex)) await unlink(o.path).catch(() => undefined);
+    const ok = new Set<string>();
+    if (!this.adopted) {
+      for (const o of candidates) ok.add(o.hex);
+      return ok;
+    }
+    const results = await digestFilesSettled(candidates.map((o) => o.path));
+    for (let i = 0; i < candidates.length; i++) {
+      const r = results[i]!;
+      const o = candidates[i]!;
+      if ('digest' in r && toHex(r.digest) === o.hex && r.size === want.get(o.hex)) ok.add(o.hex);
+      else await unlink(o.path).catch(() => undefined);
+    }
+    return ok;
+  }
+
+  /** Move the objects into the store (durably), under the caller's lease. */
+  async commitObjects(digests: Buffer[]): Promise<void> {
+    if (digests.length === 0) return;
+    const paths = digests.map((d) => this.objects.path(d));
+    if (!(await syncFilesystem(this.dir))) await fsyncFiles(paths);
+    const dirs = new Set<string>();
+    for (let i = 0; i < digests.length; i++) {
+      const dst = this.store.objects.path(digests[i]!);
+      const sub = dirname(dst);
+      if (!dirs.has(sub)) {
+        await mkdir(sub, { recursive: true });
+        dirs.add(sub);
+      }
+      try {
+        await rename(paths[i]!, dst);
+      } catch (err) {
+        // Committed by an earlier, interrupted commit of this area: the object must be there.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !(await this.store.objects.has(digests[i]!))) throw err;
+      }
+    }
+    for (const d of dirs) await fsyncDir(d);
+    await fsyncDir(this.store.objects.dir);
+  }
+
+  /** Delete the area. */
+  async remove(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,388 @@
+/**
+ * Pull: bring NAME:TAG from a remote into the local store, trusting nothing but a signature.
+ *
+ *  1. Fetch the signed statement and verify it: a trusted key's signature, the NAME:TAG asked
+ *     for, not expired, version not older than the last accepted one for the tag (sign/).
+ *  2. Fetch the image (exactly the stated size) into a temporary file while hashing it; it
+ *     must have the stated fs-verity digest before anything else happens.
+ *  3. Read the objects the image needs (with sizes) from the image itself; their count and
+ *     total must match the statement.
+ *  4. Plan: objects already in the store, objects verified by an earlier interrupted pull
+ *     (ingest.ts), objects to fetch.
+ *  5. Fetch the missing objects concurrently — large ones one per request, small ones in
+ *     packs — each streamed to a temporary file while its digest is computed and renamed into
+ *     the ingest area only if digest and size match.
+ *  6. Commit, only when every object is verified: objects into STORE/objects, the image, then
+ *     the tag, then the statement and the rollback floor. A failure anywhere before leaves
+ *     the store's objects, images and tags as they were.
+ * The whole pull holds a store lease, so gc cannot collect what it adds before the tag exists.
+ */
+import { readFile, rename, unlink } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import type { Store } from '../store/store.js';
+import { StoreError } from '../store/errors.js';
+import { writeTemp } from '../store/atomic.js';
+import { fromHex, fsverityDigest, toHex } from '../verity/digest.js';
+import { factsOfTree } from '../sign/image-facts.js';
+import type { ImageFacts, ObjectRef } from '../sign/image-facts.js';
+import type { PublicKeyEntry } from '../sign/keys.js';
+import { SignError } from '../sign/errors.js';
+import { SignRecords } from '../sign/records.js';
+import { checkVersion, verifyStatement } from '../sign/statement.js';
+import type { ImageStatement } from '../sign/statement.js';
+import { Ingest } from './ingest.js';
+import { PullError } from './errors.js';
+import type { Remote, WireStats } from './remote.js';
+
+/** Progress of a pull. */
+export interface PullProgress {
+  phase: 'statement' | 'image' | 'plan' | 'objects' | 'commit' | 'done';
+  objectsDone: number;
+  objectsTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+/** Options of a pull. */
+export interface PullOptions {
+  store: Store;
+  remote: Remote;
+  name: string;
+  tag: string;
+  /** Trusted public keys. */
+  trusted: PublicKeyEntry[];
+  /** Compute and return the plan; change nothing. */
+  dryRun?: boolean;
+  /** Requests in flight (default 4). */
+  concurrency?: number;
+  /** Seconds since the epoch (default now). */
+  now?: number;
+  onProgress?: (p: PullProgress) => void;
+  /** Objects at least this large travel alone (default 1 MiB). */
+  largeObject?: number;
+  /** Most content bytes per pack (default 4 MiB). */
+  packBytes?: number;
+  /** Most objects per pack (default 2048). */
+  packObjects?: number;
+  signal?: AbortSignal;
+}
+
+/** A count and its bytes. */
+export interface Amount {
+  count: number;
+  bytes: number;
+}
+
+/** What a pull needs, has, and would fetch. */
+export interface PullPlan {
+  needed: Amount;
+  /** Already in STORE/objects. */
+  present: Amount;
+  /** Verified by an earlier interrupted pull (ingest area). */
+  resumed: Amount;
+  /** To fetch. */
+  fetch: Amount;
+  /** Image bytes to fetch (0 if the image is already local). */
+  imageBytes: number;
+  /** Local tagged images sharing objects with this one. */
+  shared: { name: string; tag: string; image: string; objects: number; bytes: number }[];
+  /** The objects to fetch (hex, size). */
+  objects: { digest: string; size: number }[];
+}
+
+/** What a pull did. */
+export interface PullSummary {
+  remote: string;
+  name: string;
+  tag: string;
+  image: string;
+  version: number;
+  keyid: string;
+  dryRun: boolean;
+  objects: { needed: number; present: number; resumed: number; fetched: number };
+  bytes: { needed: number; present: number; resumed: number; fetched: number; image: number; statement: number };
+  wire: WireStats;
+  /** Image the tag pointed at before (hex), if any. */
+  previous: string | null;
+  seconds: number;
+  plan?: PullPlan;
+}
+
+/** Sum of sizes. */
+function amount(objs: ObjectRef[]): Amount {
+  let bytes = 0;
+  for (const o of objs) bytes += o.size;
+  return { count: objs.length, bytes };
+}
+
+/** Group objects into requests: large ones alone, small ones in packs. */
+export function batchObjects(objs: ObjectRef[], large: number, packBytes: number, packObjects: number): ObjectRef[][] {
+  const out: ObjectRef[][] = [];
+  let cur: ObjectRef[] = [];
+  let curBytes = 0;
+  for (const o of objs) {
+    if (o.size >= large) {
+      out.push([o]);
+      continue;
+    }
+    if (cur.length > 0 && (cur.length >= packObjects || curBytes + o.size > packBytes)) {
+      out.push(cur);
+      cur = [];
+      curBytes = 0;
+    }
+    cur.push(o);
+    curBytes += o.size;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+function statsDiff(a: WireStats, b: WireStats): WireStats {
+  return { received: a.received - b.received, sent: a.sent - b.sent, requests: a.requests - b.requests };
+}
+
+async function presentIn(store: Store, objs: ObjectRef[]): Promise<boolean[]> {
+  const out: boolean[] = new Array(objs.length).fill(false);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next < objs.length) {
+        const i = next++;
+        out[i] = await store.objects.has(objs[i]!.digest);
+      }
+    }),
+  );
+  return out;
+}
+
+/** Local tagged images sharing objects with `needed`. */
+async function sharedWithLocal(store: Store, needed: ObjectRef[]): Promise<PullPlan['shared']> {
+  const size = new Map(needed.map((o) => [toHex(o.digest), o.size]));
+  const out: PullPlan['shared'] = [];
+  for (const t of await store.listTags()) {
+    let list: Buffer[];
+    try {
+      list = await store.imageObjects(t.image);
+    } catch {
+      continue;
+    }
+    let objects = 0;
+    let bytes = 0;
+    for (const d of list) {
+      const s = size.get(toHex(d));
+      if (s !== undefined) {
+        objects++;
+        bytes += s;
+      }
+    }
+    if (objects > 0) out.push({ name: t.name, tag: t.tag, image: toHex(t.image), objects, bytes });
+  }
+  return out.sort((a, b) => b.bytes - a.bytes);
+}
+
+/** writeTemp wraps a failing source's error; give back the transport's own error. */
+function unwrap(err: unknown): unknown {
+  const e = err as { code?: string; cause?: unknown };
+  if (e?.code === 'WRITE_FAILED' && e.cause instanceof Error && 'code' in e.cause) return e.cause;
+  return err;
+}
+
+/** Read all of an async byte stream (bounded by its producer). */
+async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of src) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+/** Pull NAME:TAG (see the file comment). Throws SignError / PullError / TransportError /
+ * ProtocolError with a message naming the remote and the object at fault. */
+export async function pull(opts: PullOptions): Promise<PullSummary> {
+  const t0 = performance.now();
+  const { store, remote, name, tag } = opts;
+  const where = `${remote.location}/${name}:${tag}`;
+  const dryRun = Boolean(opts.dryRun);
+  const wire0 = remote.stats();
+  const progress: PullProgress = { phase: 'statement', objectsDone: 0, objectsTotal: 0, bytesDone: 0, bytesTotal: 0 };
+  const report = (): void => opts.onProgress?.({ ...progress });
+  report();
+
+  // 1. Statement.
+  const envelope = await remote.getStatement(name, tag);
+  if (!envelope) throw new SignError('UNSIGNED', `${where}: the server has no signed statement for ${name}:${tag} (unsigned images are refused)`);
+  const records = new SignRecords(store.dir);
+  const v = verifyStatement(envelope, { trusted: opts.trusted, name, tag, now: opts.now }, `statement of ${where}`);
+  const s: ImageStatement = v.statement;
+  checkVersion(s, await records.readAccepted(name, tag), `statement of ${where}`);
+  const image = fromHex(s.image);
+
+  const lease = dryRun ? undefined : await store.lease();
+  let ingest: Ingest | undefined;
+  try {
+    // 2. Image.
+    progress.phase = 'image';
+    report();
+    let imageBytes: Buffer;
+    let imageFetched = 0;
+    if (await store.hasImage(image)) {
+      imageBytes = await readFile(store.imagePath(image));
+      if (!fsverityDigest(imageBytes).equals(image)) throw new StoreError('IMAGE_CORRUPT', `local image ${s.image} is corrupt (run cfsdist fsck --repair)`);
+    } else if (dryRun) {
+      imageBytes = await collect(remote.getImage(image, s.imageSize, opts.signal));
+      imageFetched = imageBytes.length;
+      const got = fsverityDigest(imageBytes);
+      if (!got.equals(image)) throw new PullError('IMAGE_MISMATCH', `image from ${remote.location}: fs-verity digest ${toHex(got)}, but the signed statement names ${s.image}`);
+    } else {
+      ingest = await Ingest.open(store, image);
+      imageBytes = await readFile(ingest.imagePath).catch(() => Buffer.alloc(0));
+      if (imageBytes.length === 0 || !fsverityDigest(imageBytes).equals(image)) {
+        const tmp = await writeTemp(store.tmpDir, remote.getImage(image, s.imageSize, opts.signal), { sync: false, what: `image ${s.image}` }).catch((err: unknown) => {
+          throw unwrap(err);
+        });
+        if (!tmp.digest.equals(image)) {
+          await unlink(tmp.path).catch(() => undefined);
+          throw new PullError('IMAGE_MISMATCH', `image from ${remote.location}: fs-verity digest ${toHex(tmp.digest)}, but the signed statement names ${s.image} (corrupt or substituted image)`);
+        }
+        await rename(tmp.path, ingest.imagePath);
+        imageBytes = await readFile(ingest.imagePath);
+        imageFetched = imageBytes.length;
+      }
+    }
+
+    // 3. Objects the image needs.
+    let facts: ImageFacts;
+    try {
+      const { readImage } = await import('../erofs/reader.js');
+      facts = factsOfTree(readImage(imageBytes, `image ${s.image}`), `image ${s.image}`);
+    } catch (err) {
+      throw new PullError('IMAGE_UNREADABLE', `image ${s.image} of ${where} is signed but cannot be used: ${(err as Error).message}`, { cause: err });
+    }
+    if (facts.count !== s.objectCount || facts.totalSize !== s.objectSize || imageBytes.length !== s.imageSize) {
+      throw new PullError('IMAGE_MISMATCH', `image ${s.image}: needs ${facts.count} objects of ${facts.totalSize} bytes, the statement says ${s.objectCount} of ${s.objectSize}`);
+    }
+
+    // 4. Plan.
+    progress.phase = 'plan';
+    report();
+    const inStore = await presentIn(store, facts.objects);
+    const present = facts.objects.filter((_, i) => inStore[i]);
+    const absent = facts.objects.filter((_, i) => !inStore[i]);
+    const staged = ingest ? await ingest.present(absent) : new Set<string>();
+    const resumed = absent.filter((o) => staged.has(toHex(o.digest)));
+    const toFetch = absent.filter((o) => !staged.has(toHex(o.digest)));
+    const previous = await store.getTag(name, tag);
+    const summary: PullSummary = {
+      remote: remote.location,
+      name,
+      tag,
+      image: s.image,
+      version: s.version,
+      keyid: v.keyid,
+      dryRun,
+      objects: { needed: facts.count, present: present.length, resumed: resumed.length, fetched: 0 },
+      bytes: { needed: facts.totalSize, present: amount(present).bytes, resumed: amount(resumed).bytes, fetched: 0, image: imageFetched, statement: envelope.length },
+      wire: wire0,
+      previous: previous ? toHex(previous) : null,
+      seconds: 0,
+    };
+    if (dryRun) {
+      summary.plan = {
+        needed: amount(facts.objects),
+        present: amount(present),
+        resumed: amount(resumed),
+        fetch: amount(toFetch),
+        imageBytes: (await store.hasImage(image)) ? 0 : s.imageSize,
+        shared: await sharedWithLocal(store, facts.objects),
+        objects: toFetch.map((o) => ({ digest: toHex(o.digest), size: o.size })),
+      };
+      summary.wire = statsDiff(remote.stats(), wire0);
+      summary.seconds = (performance.now() - t0) / 1000;
+      return summary;
+    }
+
+    // 5. Fetch.
+    progress.phase = 'objects';
+    progress.objectsTotal = toFetch.length;
+    progress.bytesTotal = amount(toFetch).bytes;
+    report();
+    await fetchAll(opts, ingest!, toFetch, progress, report);
+    summary.objects.fetched = toFetch.length;
+    summary.bytes.fetched = progress.bytesTotal;
+
+    // 6. Commit.
+    progress.phase = 'commit';
+    report();
+    await ingest!.commitObjects([...resumed, ...toFetch].map((o) => o.digest));
+    await store.addImage(imageBytes, facts.objects.map((o) => o.digest));
+    await store.setTag(name, tag, image);
+    await records.writeStatement(name, tag, s.version, envelope);
+    await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });
+    try {
+      const sig = await remote.getFsveritySignature(image);
+      if (sig) await records.writeFsveritySig(image, sig);
+    } catch {
+      /* optional: the kernel signature is a convenience, the pull is complete without it */
+    }
+    await ingest!.remove();
+    progress.phase = 'done';
+    report();
+    summary.wire = statsDiff(remote.stats(), wire0);
+    summary.seconds = (performance.now() - t0) / 1000;
+    return summary;
+  } finally {
+    ingest?.release();
+    lease?.release();
+  }
+}
+
+/** Fetch `objs` into the ingest area, `concurrency` requests at a time; the first failure
+ * aborts the others and is thrown. */
+async function fetchAll(opts: PullOptions, ingest: Ingest, objs: ObjectRef[], progress: PullProgress, report: () => void): Promise<void> {
+  const batches = batchObjects(objs, opts.largeObject ?? 1 << 20, opts.packBytes ?? 4 << 20, opts.packObjects ?? 2048);
+  const ac = new AbortController();
+  const onOuterAbort = (): void => ac.abort();
+  opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  let next = 0;
+  let first: unknown;
+  let lastReport = 0;
+  const worker = async (): Promise<void> => {
+    while (next < batches.length && !ac.signal.aborted) {
+      const batch = batches[next++]!;
+      for await (const o of opts.remote.fetchObjects(batch, ac.signal)) {
+        const hex = toHex(o.digest);
+        async function* counted(): AsyncGenerator<Buffer> {
+          for await (const c of o.body) {
+            progress.bytesDone += c.length;
+            yield c;
+          }
+        }
+        try {
+          await ingest.objects.addStream(counted(), { expected: o.digest, size: o.size });
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          if (code === 'DIGEST_MISMATCH' || code === 'SIZE_MISMATCH') {
+            throw new PullError('OBJECT_CORRUPT', `object ${hex} from ${opts.remote.location} does not match the signed image: ${(err as Error).message}`, { cause: err });
+          }
+          throw unwrap(err);
+        }
+        progress.objectsDone++;
+        const now = Date.now();
+        if (now - lastReport >= 50) {
+          lastReport = now;
+          report();
+        }
+      }
+    }
+  };
+  const n = Math.max(1, Math.min(opts.concurrency ?? 4, batches.length));
+  await Promise.all(
+    Array.from({ length: n }, () =>
+      worker().catch((err: unknown) => {
+        if (first === undefined) first = err;
+        ac.abort();
+      }),
+    ),
+  );
+  opts.signal?.removeEventListener('abort', onOuterAbort);
+  if (first !== undefined) throw first;
+  report();
+}

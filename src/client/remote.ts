@@ -1,0 +1,91 @@
+/**
+ * Remotes: where images come from and go to. The pull and push pipelines see only these
+ * interfaces, so another transport (an OCI registry, `docker://`) plugs in beside the cfsdist
+ * HTTP server (http-remote.ts) without touching them.
+ */
+import type { ObjectRef } from '../sign/image-facts.js';
+import { parseRef } from '../store/names.js';
+import { PullError } from './errors.js';
+
+/** One object arriving from a remote; `body` yields exactly `size` bytes and must be consumed
+ * (or destroyed) before the next object is asked for. Its digest is NOT verified yet. */
+export interface FetchedObject {
+  digest: Buffer;
+  size: number;
+  body: AsyncIterable<Buffer> & { destroy?(): void };
+}
+
+/** Byte counters of a transport. */
+export interface WireStats {
+  /** Bytes received (headers included where known). */
+  received: number;
+  /** Bytes sent. */
+  sent: number;
+  /** Requests made. */
+  requests: number;
+}
+
+/** A source of signed images. */
+export interface Remote {
+  /** Printable location, e.g. http://127.0.0.1:8780 (recorded with accepted statements). */
+  readonly location: string;
+  /** The signed statement of NAME:TAG (envelope bytes), or undefined if there is none. */
+  getStatement(name: string, tag: string): Promise<Buffer | undefined>;
+  /** The image's bytes: exactly `size` of them, else a TransportError. Not verified. */
+  getImage(digest: Buffer, size: number, signal?: AbortSignal): AsyncIterable<Buffer>;
+  /** The kernel fs-verity signature of an image, if the remote has one. */
+  getFsveritySignature(digest: Buffer): Promise<Buffer | undefined>;
+  /** For each digest, whether the remote has that object (one round trip per 256 Ki digests). */
+  has(digests: Buffer[]): Promise<boolean[]>;
+  /** The objects, in any order, each exactly its size; every one of them, or an error. */
+  fetchObjects(objects: ObjectRef[], signal?: AbortSignal): AsyncIterable<FetchedObject>;
+  /** Bytes moved so far. */
+  stats(): WireStats;
+  /** Release connections. */
+  close(): void;
+}
+
+/** An object to send: its digest, size, and a way to read it. */
+export interface OutgoingObject {
+  digest: Buffer;
+  size: number;
+  open(): Promise<AsyncIterable<Buffer>>;
+}
+
+/** A destination of pushes. */
+export interface PushTarget extends Remote {
+  /** Upload objects (the remote verifies each); returns how many were new. */
+  putObjects(objects: OutgoingObject[], signal?: AbortSignal): Promise<{ added: number; existed: number }>;
+  /** Upload an image (the remote verifies it and that its objects are present). */
+  putImage(digest: Buffer, path: string): Promise<void>;
+  /** Upload a kernel fs-verity signature of an image. */
+  putFsveritySignature(digest: Buffer, der: Buffer): Promise<void>;
+  /** Upload a statement; this moves the remote's tag. */
+  putStatement(name: string, tag: string, envelope: Buffer): Promise<void>;
+}
+
+/** A parsed `REMOTE/NAME[:TAG]` reference. */
+export interface RemoteRef {
+  /** scheme://host[:port] (no path). */
+  base: string;
+  name: string;
+  tag: string;
+}
+
+/** Parse `http://HOST:PORT/NAME[:TAG]` (tag defaults to latest). */
+export function parseRemoteRef(ref: string): RemoteRef {
+  const m = /^(https?:\/\/[^/]+)\/(.+)$/.exec(ref);
+  if (!m) {
+    if (/^docker:\/\//.test(ref)) throw new PullError('BAD_REMOTE', `${ref}: OCI registries (docker://) are not supported by this build yet`);
+    throw new PullError('BAD_REMOTE', `${JSON.stringify(ref)} is not a remote image reference (expected http://HOST:PORT/NAME:TAG)`);
+  }
+  const { name, tag } = parseRef(m[2]!);
+  return { base: m[1]!, name, tag };
+}
+
+/** Parse a push destination `http://HOST:PORT` (a trailing slash is allowed). */
+export function parseRemoteBase(url: string): string {
+  const m = /^(https?:\/\/[^/]+)\/?$/.exec(url);
+  if (!m) throw new PullError('BAD_REMOTE', `${JSON.stringify(url)} is not a cfsdist server URL (expected http://HOST:PORT)`);
+  return m[1]!;
+}

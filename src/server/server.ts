@@ -1,0 +1,384 @@
+/**
+ * cfsdist's own distribution server: node:http over a local store, the protocol in
+ * protocol.ts. Everything streams (files are read in 256 KiB pieces with backpressure, packs
+ * are written frame by frame, uploads go to temporary files while they are hashed), request
+ * bodies that are read whole are capped, so memory stays bounded however many clients there
+ * are. Clients verify everything they get; the server verifies everything it is sent.
+ *
+ * Concurrency with gc on the server: each write takes the store lock for its own duration; a
+ * push is several requests, so objects wait for their image under gc's grace period (store.ts).
+ */
+import { createServer as createHttpServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { open, stat, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Store } from '../store/store.js';
+import { writeTemp } from '../store/atomic.js';
+import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
+import type { PublicKeyEntry } from '../sign/keys.js';
+import { SignRecords } from '../sign/records.js';
+import { encoder, negotiate } from './compress.js';
+import type { CompressMode, Encoding } from './compress.js';
+import {
+  API,
+  ABSENT,
+  IMMUTABLE,
+  MAX_PACK_DIGESTS,
+  MAX_QUERY_DIGESTS,
+  PACK_MEDIA_TYPE,
+  STATEMENT_MEDIA_TYPE,
+  encodeBitmap,
+  frameHeader,
+  parseDigestList,
+  readPack,
+  trailer,
+} from './protocol.js';
+import { HttpStatusError, bearerOf, parseRange, readBody, requestBody, sendError, sendJson, statusOf, tokenMatches } from './http-util.js';
+
+/** Options of the server. */
+export interface ServerOptions {
+  store: Store;
+  /** Bearer token of the write API; without one, writes are refused (403). */
+  token?: string;
+  /** Response compression (default auto). */
+  compress?: CompressMode;
+  /** With keys, pushed statements must be signed by one of them. */
+  trusted?: PublicKeyEntry[];
+  /** Idle socket timeout in ms (default 120 s). */
+  idleTimeoutMs?: number;
+  /** Request log (one line per request), e.g. for --debug. */
+  log?: (line: string) => void;
+  /** Largest image accepted by push (default 1 GiB). */
+  maxImageSize?: number;
+}
+
+const READ_CHUNK = 256 * 1024;
+/** Below this, compressing a single object or image does not pay. */
+const MIN_COMPRESS = 1024;
+
+/** Chunks of [start, end] of an open file; fresh buffers (they may be queued downstream). */
+async function* fileRange(fh: FileHandle, start: number, end: number): AsyncGenerator<Buffer> {
+  let pos = start;
+  while (pos <= end) {
+    const n = Math.min(READ_CHUNK, end - pos + 1);
+    const buf = Buffer.allocUnsafe(n);
+    const { bytesRead } = await fh.read(buf, 0, n, pos);
+    if (bytesRead === 0) throw new Error(`file shrank while being served (at byte ${pos})`);
+    pos += bytesRead;
+    yield bytesRead === n ? buf : buf.subarray(0, bytesRead);
+  }
+}
+
+/** Pipe chunks (optionally encoded) into the response. */
+async function stream(res: ServerResponse, src: AsyncIterable<Buffer>, enc: Encoding): Promise<void> {
+  const e = encoder(enc);
+  if (e) await pipeline(Readable.from(src, { objectMode: false, highWaterMark: READ_CHUNK }), e, res);
+  else await pipeline(Readable.from(src, { objectMode: false, highWaterMark: READ_CHUNK }), res);
+}
+
+/** The server's request handler (exported for tests that embed it). */
+export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const store = opts.store;
+  const records = new SignRecords(store.dir);
+  const compress = opts.compress ?? 'auto';
+  const maxImage = opts.maxImageSize ?? 1 << 30;
+
+  const authorize = (req: IncomingMessage): void => {
+    const presented = bearerOf(req);
+    if (!opts.token) throw new HttpStatusError(403, 'this server does not accept pushes (started without --token-file)');
+    if (presented === undefined) throw new HttpStatusError(401, 'push needs a bearer token (Authorization: Bearer …)');
+    if (!tokenMatches(presented, opts.token)) throw new HttpStatusError(403, 'wrong bearer token');
+  };
+
+  /** GET/HEAD of a content-addressed file. */
+  const sendFile = async (req: IncomingMessage, res: ServerResponse, path: string, hex: string, type: string): Promise<void> => {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new HttpStatusError(404, `${hex} not found`);
+      throw err;
+    }
+    try {
+      const size = (await fh.stat()).size;
+      const etag = `"${hex}"`;
+      const common: Record<string, string> = { 'Content-Type': type, 'Cache-Control': IMMUTABLE, 'Accept-Ranges': 'bytes', Vary: 'Accept-Encoding' };
+      const inm = req.headers['if-none-match'];
+      if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '').replace(/(\.[a-z]+)?"$/, '"') === etag)) {
+        res.writeHead(304, { ...common, ETag: etag });
+        res.end();
+        return;
+      }
+      const range = parseRange(req.headers.range, size);
+      if (range === 'unsatisfiable') {
+        res.writeHead(416, { ...common, 'Content-Range': `bytes */${size}` });
+        res.end();
+        return;
+      }
+      if (range) {
+        res.writeHead(206, { ...common, ETag: etag, 'Content-Range': `bytes ${range.start}-${range.end}/${size}`, 'Content-Length': String(range.end - range.start + 1) });
+        if (req.method === 'HEAD') return void res.end();
+        await stream(res, fileRange(fh, range.start, range.end), 'identity');
+        return;
+      }
+      const enc = req.method === 'HEAD' || size < MIN_COMPRESS ? 'identity' : negotiate(req.headers['accept-encoding'], compress);
+      if (enc === 'identity') {
+        res.writeHead(200, { ...common, ETag: etag, 'Content-Length': String(size) });
+        if (req.method === 'HEAD') return void res.end();
+        await stream(res, fileRange(fh, 0, size - 1), 'identity');
+      } else {
+        res.writeHead(200, { ...common, ETag: `"${hex}.${enc}"`, 'Content-Encoding': enc, 'X-Cfsdist-Size': String(size) });
+        await stream(res, fileRange(fh, 0, size - 1), enc);
+      }
+    } finally {
+      await fh.close();
+    }
+  };
+
+  /** A pack of the requested objects. */
+  const sendPack = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const digests = parseDigestList(await readBody(req, MAX_PACK_DIGESTS * 32, 'pack request'), MAX_PACK_DIGESTS);
+    const enc = negotiate(req.headers['accept-encoding'], compress);
+    const headers: Record<string, string> = { 'Content-Type': PACK_MEDIA_TYPE, 'Cache-Control': 'no-store' };
+    if (enc !== 'identity') headers['Content-Encoding'] = enc;
+    res.writeHead(200, headers);
+    async function* frames(): AsyncGenerator<Buffer> {
+      for (const d of digests) {
+        if (res.destroyed) return;
+        let fh: FileHandle;
+        try {
+          fh = await open(store.objects.path(d), 'r');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          yield frameHeader(d, ABSENT);
+          continue;
+        }
+        try {
+          const size = (await fh.stat()).size;
+          yield frameHeader(d, size);
+          if (size > 0) yield* fileRange(fh, 0, size - 1);
+        } finally {
+          await fh.close();
+        }
+      }
+      yield trailer();
+    }
+    await stream(res, frames(), enc);
+  };
+
+  const query = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const digests = parseDigestList(await readBody(req, MAX_QUERY_DIGESTS * 32, 'query'), MAX_QUERY_DIGESTS);
+    const bits: boolean[] = new Array(digests.length).fill(false);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < digests.length) {
+          const i = next++;
+          bits[i] = await store.objects.has(digests[i]!);
+        }
+      }),
+    );
+    const body = encodeBitmap(bits);
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(body.length), 'X-Cfsdist-Present': String(bits.filter(Boolean).length) });
+    res.end(body);
+  };
+
+  const putObject = async (req: IncomingMessage, res: ServerResponse, digest: Buffer): Promise<void> => {
+    authorize(req);
+    const r = await store.objects.addStream(requestBody(req, `object ${toHex(digest)}`), { expected: digest });
+    sendJson(res, r.existed ? 200 : 201, { digest: toHex(r.digest), size: r.size, existed: r.existed });
+  };
+
+  const putPack = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    authorize(req);
+    let added = 0;
+    let existed = 0;
+    for await (const e of readPack(requestBody(req, 'pack upload'), 'pack upload')) {
+      const r = await store.objects.addStream(e.body, { expected: e.digest, size: e.size });
+      if (r.existed) existed++;
+      else added++;
+    }
+    sendJson(res, 200, { added, existed });
+  };
+
+  const putImage = async (req: IncomingMessage, res: ServerResponse, digest: Buffer): Promise<void> => {
+    authorize(req);
+    const hex = toHex(digest);
+    let n = 0;
+    async function* limited(): AsyncGenerator<Buffer> {
+      for await (const c of requestBody(req, `image ${hex}`)) {
+        n += c.length;
+        if (n > maxImage) throw new HttpStatusError(413, `image ${hex}: larger than ${maxImage} bytes`);
+        yield c;
+      }
+    }
+    const tmp = await writeTemp(store.tmpDir, limited(), { what: `image ${hex}` });
+    try {
+      if (!tmp.digest.equals(digest)) throw new HttpStatusError(400, `image ${hex}: uploaded content has digest ${toHex(tmp.digest)}`);
+      const { readFile } = await import('node:fs/promises');
+      const { imageFacts } = await import('../sign/image-facts.js');
+      const facts = await imageFacts(await readFile(tmp.path), `image ${hex}`);
+      const missing: string[] = [];
+      for (const o of facts.objects) if (!(await store.objects.has(o.digest))) missing.push(toHex(o.digest));
+      if (missing.length > 0) throw new HttpStatusError(409, `image ${hex}: ${missing.length} object(s) it needs are not on the server (push them first)`, { missing: missing.slice(0, 1000) });
+      const existed = await store.hasImage(digest);
+      await store.addImage(tmp.path, facts.objects.map((o) => o.digest));
+      sendJson(res, existed ? 200 : 201, { image: hex, objects: facts.count, existed });
+    } finally {
+      await unlink(tmp.path).catch(() => undefined);
+    }
+  };
+
+  const getStatement = async (res: ServerResponse, name: string, tag: string): Promise<void> => {
+    const b = await records.readStatement(name, tag);
+    if (!b) throw new HttpStatusError(404, `no signed statement for ${name}:${tag}`);
+    res.writeHead(200, { 'Content-Type': STATEMENT_MEDIA_TYPE, 'Content-Length': String(b.length), 'Cache-Control': 'no-cache' });
+    res.end(b);
+  };
+
+  const putStatement = async (req: IncomingMessage, res: ServerResponse, name: string, tag: string): Promise<void> => {
+    authorize(req);
+    const bytes = await readBody(req, 1 << 20, `statement ${name}:${tag}`);
+    const s = await import('../sign/index.js');
+    const where = `pushed statement for ${name}:${tag}`;
+    const st = opts.trusted?.length
+      ? s.verifyStatement(bytes, { trusted: opts.trusted, name, tag }, where).statement
+      : s.parseStatementPayload(Buffer.from(s.parseEnvelope(bytes, where).payload, 'base64'), where);
+    if (st.name !== name || st.tag !== tag) throw new HttpStatusError(400, `${where}: it names ${st.name}:${st.tag}`);
+    const image = fromHex(st.image);
+    if (!(await store.hasImage(image))) throw new HttpStatusError(409, `${where}: image ${st.image} is not on the server (push it first)`);
+    const objs = await store.imageObjects(image);
+    const size = (await stat(store.imagePath(image))).size;
+    if (objs.length !== st.objectCount || size !== st.imageSize) throw new HttpStatusError(400, `${where}: statement says ${st.objectCount} objects and ${st.imageSize} image bytes, the image has ${objs.length} and ${size}`);
+    const cur = await records.readStatement(name, tag);
+    if (cur) {
+      if (cur.equals(bytes)) return sendJson(res, 200, { name, tag, version: st.version, existed: true });
+      let curVersion = 0;
+      try {
+        curVersion = s.parseStatementPayload(Buffer.from(s.parseEnvelope(cur, 'current').payload, 'base64'), 'current').version;
+      } catch {
+        curVersion = 0; // an unreadable current statement does not block a fresh one
+      }
+      if (st.version <= curVersion) throw new HttpStatusError(409, `${where}: version ${st.version} is not newer than the server's version ${curVersion}`);
+    }
+    await store.setTag(name, tag, image);
+    await records.writeStatement(name, tag, st.version, bytes);
+    sendJson(res, 201, { name, tag, version: st.version, image: st.image });
+  };
+
+  const putFsveritySig = async (req: IncomingMessage, res: ServerResponse, digest: Buffer): Promise<void> => {
+    authorize(req);
+    const der = await readBody(req, 64 * 1024, 'fs-verity signature');
+    if (!(await store.hasImage(digest))) throw new HttpStatusError(409, `image ${toHex(digest)} is not on the server`);
+    await records.writeFsveritySig(digest, der);
+    sendJson(res, 201, { image: toHex(digest) });
+  };
+
+  const listTags = async (res: ServerResponse): Promise<void> => {
+    const tags = await store.listTags();
+    const out = [];
+    for (const t of tags) out.push({ name: t.name, tag: t.tag, image: toHex(t.image), signed: Boolean(await records.readStatement(t.name, t.tag).catch(() => undefined)) });
+    sendJson(res, 200, { tags: out }, { 'Cache-Control': 'no-cache' });
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const parts = url.pathname.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+    const m = req.method ?? 'GET';
+    const isRead = m === 'GET' || m === 'HEAD';
+    if (`/${parts[0]}` !== API) throw new HttpStatusError(404, `no such resource ${url.pathname}`);
+    const [, kind, a, b] = parts;
+    const digestOf = (h: string | undefined): Buffer => {
+      if (!h || !isHexDigest(h)) throw new HttpStatusError(400, `not a digest: ${JSON.stringify(h)}`);
+      return fromHex(h);
+    };
+    if (kind === 'tags' && parts.length === 2 && isRead) return listTags(res);
+    if (kind === 'statements' && parts.length >= 4) {
+      const name = parts.slice(2, -1).join('/');
+      const tag = parts[parts.length - 1]!;
+      if (isRead) return getStatement(res, name, tag);
+      if (m === 'PUT') return putStatement(req, res, name, tag);
+    }
+    if (kind === 'objects') {
+      if (a === 'query' && parts.length === 3 && m === 'POST') return query(req, res);
+      if (a === 'pack' && parts.length === 3 && m === 'POST') return sendPack(req, res);
+      if (a === 'pack' && parts.length === 3 && m === 'PUT') return putPack(req, res);
+      if (parts.length === 3) {
+        const d = digestOf(a);
+        if (isRead) return sendFile(req, res, store.objects.path(d), a!, 'application/octet-stream');
+        if (m === 'PUT') return putObject(req, res, d);
+      }
+    }
+    if (kind === 'images') {
+      const d = digestOf(a);
+      if (parts.length === 3) {
+        if (isRead) return sendFile(req, res, store.imagePath(d), a!, 'application/vnd.cfsdist.composefs.erofs');
+        if (m === 'PUT') return putImage(req, res, d);
+      }
+      if (parts.length === 4 && b === 'fsverity-signature') {
+        if (isRead) return sendFile(req, res, records.fsveritySigPath(d), a!, 'application/pkcs7-signature');
+        if (m === 'PUT') return putFsveritySig(req, res, d);
+      }
+    }
+    throw new HttpStatusError(m === 'GET' || m === 'HEAD' || m === 'PUT' || m === 'POST' ? 404 : 405, `no such resource ${m} ${url.pathname}`);
+  };
+
+  return (req, res) => {
+    const t0 = Date.now();
+    route(req, res).then(
+      () => opts.log?.(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - t0}ms`),
+      (err: unknown) => {
+        const status = statusOf(err);
+        const msg = (err as Error).message ?? String(err);
+        opts.log?.(`${req.method} ${req.url} ${status} ${msg}`);
+        if (status === 500 && !opts.log) process.stderr.write(`cfsdist serve: ${req.method} ${req.url}: ${msg}\n`);
+        const extra = err instanceof HttpStatusError ? err.extra : undefined;
+        const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer realm="cfsdist"' } : {};
+        // A request whose body was not read: close the connection rather than read it.
+        if (!req.complete) headers.Connection = 'close';
+        sendError(res, status, msg, extra, headers);
+        if (!req.complete) req.resume();
+      },
+    );
+  };
+}
+
+/** A listening server. */
+export interface RunningServer {
+  server: Server;
+  host: string;
+  port: number;
+  /** http://HOST:PORT */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Create the server and listen on host:port (port 0 = any free port). */
+export async function startServer(opts: ServerOptions & { host?: string; port?: number }): Promise<RunningServer> {
+  const server = createHttpServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 }, makeHandler(opts));
+  server.timeout = opts.idleTimeoutMs ?? 120_000;
+  const host = opts.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port ?? 0;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  return {
+    server,
+    host,
+    port,
+    url: `http://${urlHost}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

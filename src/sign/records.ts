@@ -1,0 +1,144 @@
+/**
+ * Where signing and trust data live in a store (directories of their own beside the store's
+ * objects/, images/, tags/; every file written atomically: STORE/tmp/, fsync, rename):
+ *
+ *   STORE/signatures/<NAME>/:<TAG>.dsse        the current signed statement of NAME:TAG (DSSE
+ *                                               JSON): written by `sign` and by a successful
+ *                                               `pull`; what `serve` serves and `push` sends
+ *   STORE/signatures/<NAME>/:<TAG>.history/<VERSION>.dsse
+ *                                               every statement ever written for the tag
+ *   STORE/signatures/<NAME>/:<TAG>.accepted    JSON {version, image, keyid, remote, at}: the
+ *                                               last statement a pull accepted for NAME:TAG —
+ *                                               the rollback floor (never lowered)
+ *   STORE/fsverity-signatures/<IMAGE HEX>.p7s  kernel fs-verity builtin signature (DER PKCS#7)
+ *                                               of an image, when one was made or pulled
+ *   STORE/trust/*.pub                           public keys trusted by default by `pull` and
+ *                                               `verify` (in addition to --trust files)
+ *
+ * NAME may contain `/` (nested directories); the `:` prefix keeps tag files apart from NAME
+ * components, as in STORE/tags/.
+ */
+import { mkdir, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeTemp, fsyncDir } from '../store/atomic.js';
+import { checkName, checkTag } from '../store/names.js';
+import { toHex } from '../verity/digest.js';
+import type { AcceptedVersion } from './statement.js';
+
+/** The last accepted statement of a tag, as recorded. */
+export interface AcceptedRecord extends AcceptedVersion {
+  keyid: string;
+  remote: string;
+  /** RFC 3339 time of acceptance. */
+  at: string;
+}
+
+async function readOptional(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+/** Signing and trust records of one store directory (layout in the file comment). */
+export class SignRecords {
+  /** The store directory. */
+  readonly storeDir: string;
+  /** STORE/signatures. */
+  readonly signaturesDir: string;
+  /** STORE/fsverity-signatures. */
+  readonly fsveritySigDir: string;
+  /** STORE/trust. */
+  readonly trustDir: string;
+  private tmpDir: string;
+
+  constructor(storeDir: string) {
+    this.storeDir = storeDir;
+    this.signaturesDir = join(storeDir, 'signatures');
+    this.fsveritySigDir = join(storeDir, 'fsverity-signatures');
+    this.trustDir = join(storeDir, 'trust');
+    this.tmpDir = join(storeDir, 'tmp');
+  }
+
+  private base(name: string, tag: string): string {
+    checkName(name);
+    checkTag(tag);
+    return join(this.signaturesDir, name, ':' + tag);
+  }
+
+  /** Path of the current statement of NAME:TAG. */
+  statementPath(name: string, tag: string): string {
+    return this.base(name, tag) + '.dsse';
+  }
+
+  /** The current statement of NAME:TAG (envelope bytes), or undefined. */
+  async readStatement(name: string, tag: string): Promise<Buffer | undefined> {
+    return readOptional(this.statementPath(name, tag));
+  }
+
+  /** Make `bytes` the current statement of NAME:TAG and add it to the history. */
+  async writeStatement(name: string, tag: string, version: number, bytes: Buffer): Promise<void> {
+    const base = this.base(name, tag);
+    await this.writeAtomic(join(base + '.history', `${version}.dsse`), bytes);
+    await this.writeAtomic(base + '.dsse', bytes);
+  }
+
+  /** Versions in the history of NAME:TAG, ascending. */
+  async historyVersions(name: string, tag: string): Promise<number[]> {
+    const names = await readdir(this.base(name, tag) + '.history').catch(() => [] as string[]);
+    return names
+      .map((n) => /^(\d+)\.dsse$/.exec(n))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+  }
+
+  /** The rollback floor of NAME:TAG, or undefined if no pull accepted a statement for it. */
+  async readAccepted(name: string, tag: string): Promise<AcceptedRecord | undefined> {
+    const path = this.base(name, tag) + '.accepted';
+    const b = await readOptional(path);
+    if (!b) return undefined;
+    const v = JSON.parse(b.toString('utf8')) as AcceptedRecord;
+    if (!Number.isSafeInteger(v.version) || typeof v.image !== 'string') throw new Error(`${path}: not an accepted-version record`);
+    return v;
+  }
+
+  /** Record `rec` as the last accepted statement of NAME:TAG (never lowers the version). */
+  async writeAccepted(name: string, tag: string, rec: AcceptedRecord): Promise<void> {
+    const prev = await this.readAccepted(name, tag);
+    if (prev && prev.version > rec.version) return;
+    await this.writeAtomic(this.base(name, tag) + '.accepted', Buffer.from(JSON.stringify(rec) + '\n'));
+  }
+
+  /** Path of an image's kernel fs-verity signature. */
+  fsveritySigPath(image: Buffer): string {
+    return join(this.fsveritySigDir, toHex(image) + '.p7s');
+  }
+
+  /** An image's kernel fs-verity signature, or undefined. */
+  async readFsveritySig(image: Buffer): Promise<Buffer | undefined> {
+    return readOptional(this.fsveritySigPath(image));
+  }
+
+  /** Store an image's kernel fs-verity signature. */
+  async writeFsveritySig(image: Buffer, der: Buffer): Promise<void> {
+    await this.writeAtomic(this.fsveritySigPath(image), der);
+  }
+
+  /** Write a small file atomically (STORE/tmp, fsync, rename, fsync the directory). */
+  private async writeAtomic(path: string, bytes: Buffer): Promise<void> {
+    const dir = path.slice(0, path.lastIndexOf('/'));
+    await mkdir(dir, { recursive: true });
+    const tmp = await writeTemp(this.tmpDir, bytes, { what: path });
+    try {
+      await rename(tmp.path, path);
+    } catch (err) {
+      await unlink(tmp.path).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDir(dir);
+  }
+}
