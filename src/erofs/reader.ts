@@ -105,7 +105,7 @@ export class BufferSource implements ByteSource {
   close(): void {}
 }
 
-/** An image file read with positioned reads through a small LRU cache of fixed-size chunks. */
+/** An image file read with positioned reads through an LRU cache of 4 KiB chunks (16 MiB by default). */
 export class FileSource implements ByteSource {
   readonly size: number;
   private readonly chunks = new Map<number, Buffer>();
@@ -113,14 +113,14 @@ export class FileSource implements ByteSource {
   constructor(
     private readonly fd: number,
     private readonly name: string,
-    private readonly chunkSize = 64 * 1024,
-    private readonly maxChunks = 128,
+    private readonly chunkSize = 4096,
+    private readonly maxChunks = 4096,
   ) {
     this.size = fstatSync(fd).size;
   }
-  /** Open `path` read-only. */
-  static open(path: string): FileSource {
-    return new FileSource(openSync(path, 'r'), path);
+  /** Open `path` read-only; `cacheBytes` bounds the chunk cache. */
+  static open(path: string, cacheBytes = 16 << 20): FileSource {
+    return new FileSource(openSync(path, 'r'), path, 4096, Math.max(4, Math.ceil(cacheBytes / 4096)));
   }
   read(offset: number, length: number): Buffer {
     const ci = Math.floor(offset / this.chunkSize);
@@ -254,8 +254,10 @@ export interface DirEntry {
 
 /** Options of `ErofsImage.open`. */
 export interface OpenOptions {
-  /** Read through a file descriptor and a small cache instead of loading the file. */
+  /** Read through a file descriptor and a cache instead of loading the file. */
   lazy?: boolean;
+  /** With `lazy`: bytes of image the cache may hold (default 16 MiB). */
+  cacheBytes?: number;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -373,7 +375,7 @@ export class ErofsImage {
   /** Open an image file: loaded into memory, or read lazily through the fd with `lazy`. */
   static open(path: string, opts: OpenOptions = {}): ErofsImage {
     if (!opts.lazy) return new ErofsImage(new BufferSource(readFileSync(path)), path);
-    const fs = FileSource.open(path);
+    const fs = FileSource.open(path, opts.cacheBytes);
     try {
       return new ErofsImage(fs, path);
     } catch (e) {
@@ -882,43 +884,73 @@ export class ErofsImage {
 
   /** The nid `name` names in directory `dirNid` (binary search), or undefined. Finds `.` and `..`. */
   lookupIn(dirNid: number, name: Buffer | string): number | undefined {
-    const key = typeof name === 'string' ? Buffer.from(name).toString('latin1') : name.toString('latin1');
-    const raw = this.inode(dirNid);
-    const blocks = this.dirBlocks(raw);
-    if (blocks.length === 0) return undefined;
-    // The last block whose first name is <= key holds key, if any block does.
-    let lo = 0;
-    let hi = blocks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.firstKey(raw, blocks[mid]!) <= key) lo = mid;
-      else hi = mid - 1;
-    }
-    let found: number | undefined;
-    this.scanBlock(raw, blocks[lo]!, undefined, (k, child) => {
-      if (k === key) found = child;
-    });
-    if (found === undefined) return undefined;
-    if (key !== '.' && key !== '..' && isStubRaw(this.inode(found))) return undefined;
-    return found;
+    return this.lookupRaw(this.inode(dirNid), typeof name === 'string' ? Buffer.from(name) : name);
   }
 
-  /** The name of the first entry of a directory block. */
-  private firstKey(raw: RawInode, blk: DirBlock): string {
-    const p = this.at(blk.offset, blk.length, 'directory block', raw.nid);
+  /**
+   * Binary search: first over blocks by their first name, then over the entries of one block,
+   * comparing bytes in place (a lookup decodes O(log n) names, never a whole directory).
+   */
+  private lookupRaw(raw: RawInode, name: Buffer): number | undefined {
+    if ((raw.mode & S_IFMT) !== S_IFDIR) throw this.fail('NOT_A_DIRECTORY', 'not a directory', { nid: raw.nid });
+    const e = this.flatExtent(raw, 'directory');
+    const nFull = Math.ceil(e.blockBytes / BLOCK_SIZE);
+    const nBlocks = nFull + (e.tailBytes > 0 ? 1 : 0);
+    if (nBlocks === 0) return undefined;
+    const blockOff = (i: number): number => (i < nFull ? e.blockOffset + i * BLOCK_SIZE : e.tailOffset);
+    const blockLen = (i: number): number => (i < nFull ? Math.min(BLOCK_SIZE, e.blockBytes - i * BLOCK_SIZE) : e.tailBytes);
+    let lo = 0;
+    let hi = nBlocks - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.compareEntry(raw, blockOff(mid), blockLen(mid), 0, name) >= 0) lo = mid;
+      else hi = mid - 1;
+    }
+    const off = blockOff(lo);
+    const len = blockLen(lo);
+    const count = this.direntCount(raw, off, len);
+    let a = 0;
+    let b = count - 1;
+    while (a <= b) {
+      const mid = (a + b) >> 1;
+      const c = this.compareEntry(raw, off, len, mid, name);
+      if (c === 0) {
+        const p = this.at(off + mid * DIRENT_SIZE, DIRENT_SIZE, 'dirent', raw.nid);
+        if (this.cur.readUInt32LE(p + DIRENT.nid + 4) !== 0) throw this.fail('BAD_NID', 'entry nid does not fit 32 bits', { nid: raw.nid, offset: off + mid * DIRENT_SIZE });
+        const found = this.cur.readUInt32LE(p + DIRENT.nid);
+        const dot = name.length <= 2 && name.every((c) => c === 0x2e);
+        if (!dot && this.cur[p + DIRENT.fileType] === FT_CHRDEV && isStubRaw(this.inode(found))) return undefined;
+        return found;
+      }
+      if (c < 0) b = mid - 1;
+      else a = mid + 1;
+    }
+    return undefined;
+  }
+
+  /** Number of dirents in the block at `off` (validated). */
+  private direntCount(raw: RawInode, off: number, len: number): number {
+    const p = this.at(off, len, 'directory block', raw.nid);
+    if (len < DIRENT_SIZE) throw this.fail('BAD_DIRENT', 'directory block too short', { nid: raw.nid, offset: off });
+    const first = this.cur.readUInt16LE(p + DIRENT.nameoff);
+    if (first < DIRENT_SIZE || first % DIRENT_SIZE !== 0 || first > len) {
+      throw this.fail('BAD_DIRENT', `first name offset ${first} is invalid`, { nid: raw.nid, offset: off });
+    }
+    return first / DIRENT_SIZE;
+  }
+
+  /** Compare the name of entry `i` of the block at `off` with `name`: <0, 0, >0 as name <, =, > it. */
+  private compareEntry(raw: RawInode, off: number, len: number, i: number, name: Buffer): number {
+    const count = this.direntCount(raw, off, len);
+    const p = this.at(off, len, 'directory block', raw.nid);
     const b = this.cur;
-    if (blk.length < DIRENT_SIZE) throw this.fail('BAD_DIRENT', 'directory block too short', { nid: raw.nid, offset: blk.offset });
-    const start = b.readUInt16LE(p + DIRENT.nameoff);
-    if (start < DIRENT_SIZE || start % DIRENT_SIZE !== 0 || start > blk.length) {
-      throw this.fail('BAD_DIRENT', `first name offset ${start} is invalid`, { nid: raw.nid, offset: blk.offset });
+    const start = b.readUInt16LE(p + i * DIRENT_SIZE + DIRENT.nameoff);
+    let end = i + 1 < count ? b.readUInt16LE(p + (i + 1) * DIRENT_SIZE + DIRENT.nameoff) : len;
+    if (i + 1 >= count) while (end > start && b[p + end - 1] === 0) end--;
+    if (start < count * DIRENT_SIZE || end <= start || end > len || end - start > MAX_NAME_LEN) {
+      throw this.fail('BAD_DIRENT', `entry ${i} has an invalid name`, { nid: raw.nid, offset: off + i * DIRENT_SIZE });
     }
-    // The first name ends where the second starts, or (single entry) at the block end.
-    let end = start > DIRENT_SIZE ? b.readUInt16LE(p + DIRENT_SIZE + DIRENT.nameoff) : blk.length;
-    if (start === DIRENT_SIZE) while (end > start && b[p + end - 1] === 0) end--;
-    if (end <= start || end > blk.length || end - start > MAX_NAME_LEN) {
-      throw this.fail('BAD_DIRENT', 'first entry has an invalid name', { nid: raw.nid, offset: blk.offset });
-    }
-    return b.toString('latin1', p + start, p + end);
+    return name.compare(b, p + start, p + end);
   }
 
   /** The nid at `path` (components split on `/`, no symlinks followed), or undefined. */
@@ -927,7 +959,7 @@ export class ErofsImage {
     for (const comp of splitPath(path)) {
       const raw = this.inode(nid);
       if ((raw.mode & S_IFMT) !== S_IFDIR) return undefined;
-      const next = this.lookupIn(nid, comp);
+      const next = this.lookupRaw(raw, comp);
       if (next === undefined) return undefined;
       nid = next;
     }
