@@ -32,13 +32,15 @@ export function isTempName(name: string): boolean {
 /** Anything addStream accepts. */
 export type ByteSource = AsyncIterable<Uint8Array | string> | NodeJS.ReadableStream;
 
-/** Chunks of a file, read 1 MiB at a time (the buffer is reused: consume each chunk before
- * asking for the next). */
-export async function* fileChunks(fh: FileHandle, chunkSize = 1 << 20): AsyncGenerator<Uint8Array> {
+/** Chunks of a file, read 1 MiB at a time from `start` (default: the current position; the
+ * buffer is reused: consume each chunk before asking for the next). */
+export async function* fileChunks(fh: FileHandle, chunkSize = 1 << 20, start?: number): AsyncGenerator<Uint8Array> {
   const buf = Buffer.allocUnsafe(chunkSize);
+  let pos = start;
   for (;;) {
-    const { bytesRead } = await fh.read(buf, 0, chunkSize, null);
+    const { bytesRead } = await fh.read(buf, 0, chunkSize, pos ?? null);
     if (bytesRead === 0) return;
+    if (pos !== undefined) pos += bytesRead;
     yield buf.subarray(0, bytesRead);
   }
 }

@@ -126,10 +126,19 @@ export class ObjectDir {
       const st = await fh.stat();
       if (!st.isFile()) throw new StoreError('READ_FAILED', `${path}: not a regular file`);
       if (st.size <= SMALL_FILE) {
-        const data = await fh.readFile();
-        return await this.addBuffer(data, opts);
+        // One read of size+1 bytes: a short count is the whole (possibly shrunk) file; a full
+        // count means it grew meanwhile, and the streaming path below takes over.
+        const buf = Buffer.allocUnsafe(st.size + 1);
+        let got = 0;
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+          if (got === buf.length) break;
+        }
+        if (got <= st.size) return await this.addBuffer(buf.subarray(0, got), opts);
       }
-      return await this.addStream(fileChunks(fh), opts);
+      return await this.addStream(fileChunks(fh, 1 << 20, 0), opts);
     } finally {
       await fh.close();
     }

@@ -13,7 +13,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { BLOCK_SIZE, DigestError, FsVerityHasher, HASH_SIZE, fsverityDigestFile } from './digest.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
 
@@ -198,6 +198,26 @@ function ioMessage(err: unknown): string {
   return m ? `${m[2]} (${m[1]})` : ((err as Error)?.message ?? String(err));
 }
 
+/** Below this much work in all, digestFiles hashes on the calling thread. */
+const INLINE_MAX_BYTES = 2 << 20;
+const INLINE_MAX_FILES = 256;
+
+async function digestFileHere(path: string): Promise<{ digest: Buffer; size: number }> {
+  const fh = await open(path, 'r');
+  try {
+    const h = new FsVerityHasher();
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+    return { digest: h.digest(), size: h.size };
+  } finally {
+    await fh.close();
+  }
+}
+
 const BATCH_FILES = 64;
 const BATCH_BYTES = 4 << 20;
 const STAT_CONCURRENCY = 64;
@@ -243,6 +263,22 @@ export async function digestFilesSettled(paths: string[], opts: { pool?: VerityP
     }
   });
   if (cur.length > 0) batches.push(cur);
+
+  // Little work in all: not worth starting worker threads (tens of ms) — hash here.
+  const smallBytes = batches.reduce((n, idx) => n + idx.reduce((m, i) => m + sizes[i], 0), 0);
+  if (!opts.pool && large.length === 0 && smallBytes <= INLINE_MAX_BYTES && paths.length <= INLINE_MAX_FILES) {
+    for (const idx of batches) {
+      for (const i of idx) {
+        try {
+          const { digest, size } = await digestFileHere(paths[i]);
+          results[i] = { path: paths[i], digest, size };
+        } catch (err) {
+          results[i] = { path: paths[i], error: new DigestError('VERITY_IO', `${paths[i]}: ${ioMessage(err)}`) };
+        }
+      }
+    }
+    return results;
+  }
 
   // Small files: keep the pool busy with a bounded number of batches outstanding.
   let b = 0;
