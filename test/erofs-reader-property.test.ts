@@ -5,6 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REFERENCE_BIN } from './helpers.js';
 import { ErofsImage } from '../src/erofs/reader.js';
 import { writeImage } from '../src/erofs/writer.js';
 import { dumpBytes } from '../src/erofs/reader-dump.js';
@@ -135,3 +140,25 @@ for (const c of CASES) {
     }
   });
 }
+
+const MK = join(REFERENCE_BIN, 'mkcomposefs');
+
+test('random trees written by C mkcomposefs (from their dumpfile) read back unchanged', { skip: existsSync(MK) ? false : `no reference mkcomposefs in ${REFERENCE_BIN}` }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cfsdist-reader-prop-'));
+  try {
+    for (let seed = 1; seed <= 15; seed++) {
+      const tree = randomTree(seed * 104729, { entries: 80 });
+      const dump = join(dir, 'tree.dump');
+      const out = join(dir, 'tree.cfs');
+      writeFileSync(dump, formatDumpfile(tree));
+      const r = spawnSync(MK, ['--from-file', dump, out]);
+      assert.equal(r.status, 0, `seed ${seed}: mkcomposefs failed: ${r.stderr}`);
+      const img = ErofsImage.fromBuffer(readFileSync(out), `C image, seed ${seed}`);
+      const version = anyWhiteout(tree) ? 1 : 0;
+      assert.equal(img.info.composefsVersion, version);
+      assert.deepEqual(describe(img.toTree()), expected(tree, version), `seed ${seed}: the C-written image reads back differently`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

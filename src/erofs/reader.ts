@@ -57,7 +57,7 @@ import {
   type Xattr,
 } from '../tree/tree.js';
 
-/** Reader-only constants that `format.ts` does not define. */
+// Reader-only constants (format.ts does not define them).
 /** Incompat feature bits we accept: all compression-related ones (compressed inodes are rejected one by one), chunked files, device table. */
 export const READER_SUPPORTED_INCOMPAT = 0x7f;
 /** Longest directory entry name (EROFS_NAME_LEN) and longest xattr name (XATTR_NAME_MAX). */
