@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { FsVerityHasher, fsverityDigest, toHex } from '../verity/digest.js';
 import { tempPath } from '../store/atomic.js';
 
-/** Messages to the worker. */
+/** Messages to the worker. File bytes are in the shared ring at [off, off + len); `bytes` is
+ *  the ring space to hand back once they are used (len plus any skipped end-of-ring gap). */
 export type WriterRequest =
-  | { t: 'file'; id: number; buf: Uint8Array }
+  | { t: 'file'; id: number; off: number; len: number; bytes: number }
   | { t: 'begin'; id: number }
-  | { t: 'chunk'; id: number; buf: Uint8Array }
+  | { t: 'chunk'; id: number; off: number; len: number; bytes: number }
   | { t: 'end'; id: number }
   | { t: 'abort'; id: number }
   | { t: 'close'; id: number };
@@ -33,6 +34,8 @@ export interface WriterConfig {
   tmpDir: string;
   /** Rename finished objects into place here (false: reply with the temp path instead). */
   commit: boolean;
+  /** The shared ring buffer file bytes arrive in. */
+  ring: SharedArrayBuffer;
 }
 
 interface Open {
@@ -42,6 +45,7 @@ interface Open {
 }
 
 const cfg = workerData as WriterConfig;
+const ring = Buffer.from(cfg.ring);
 const madeDirs = new Set<string>();
 const open = new Map<number, Open>();
 
@@ -95,15 +99,16 @@ function commit(tmp: string, digest: Buffer): [boolean, string | undefined] {
 function handle(m: WriterRequest): void {
   switch (m.t) {
     case 'file': {
-      const digest = fsverityDigest(m.buf);
+      const data = ring.subarray(m.off, m.off + m.len);
+      const digest = fsverityDigest(data);
       const hex = toHex(digest);
       if (present(join(cfg.dir, hex.slice(0, 2), hex.slice(2)))) {
-        post({ t: 'done', id: m.id, bytes: m.buf.length, digest, size: m.buf.length, existed: true });
+        post({ t: 'done', id: m.id, bytes: m.bytes, digest, size: m.len, existed: true });
         return;
       }
       const { fd, tmp } = newTemp();
       try {
-        writeAll(fd, m.buf);
+        writeAll(fd, data);
       } finally {
         closeSync(fd);
       }
@@ -114,7 +119,7 @@ function handle(m: WriterRequest): void {
         try { unlinkSync(tmp); } catch { /* already gone */ }
         throw err;
       }
-      post({ t: 'done', id: m.id, bytes: m.buf.length, digest, size: m.buf.length, existed: result[0], tmp: result[1] });
+      post({ t: 'done', id: m.id, bytes: m.bytes, digest, size: m.len, existed: result[0], tmp: result[1] });
       return;
     }
     case 'begin': {
@@ -125,12 +130,13 @@ function handle(m: WriterRequest): void {
     case 'chunk': {
       const o = open.get(m.id);
       if (!o) {
-        post({ t: 'ack', id: m.id, bytes: m.buf.length }); // aborted earlier
+        post({ t: 'ack', id: m.id, bytes: m.bytes }); // aborted earlier
         return;
       }
-      o.hasher.update(m.buf);
-      writeAll(o.fd, m.buf);
-      post({ t: 'ack', id: m.id, bytes: m.buf.length });
+      const data = ring.subarray(m.off, m.off + m.len);
+      o.hasher.update(data);
+      writeAll(o.fd, data);
+      post({ t: 'ack', id: m.id, bytes: m.bytes });
       return;
     }
     case 'end': {
@@ -182,7 +188,7 @@ parentPort!.on('message', (m: WriterRequest) => {
       try { closeSync(o.fd); } catch { /* closed */ }
       try { unlinkSync(o.tmp); } catch { /* already gone */ }
     }
-    const bytes = m.t === 'file' || m.t === 'chunk' ? m.buf.length : 0;
+    const bytes = m.t === 'file' || m.t === 'chunk' ? m.bytes : 0;
     post({ t: 'error', id: m.id, bytes, message: (err as Error).message });
   }
 });

@@ -5,12 +5,13 @@
  * after another from a single tar stream; awaiting each add (lock, existence check, temp file,
  * rename — each a thread-pool round trip) made the writes, not decompression or parsing, the
  * bottleneck (~300–600 µs per object here). This sink copies each file's bytes off the tar
- * stream, returns at once so parsing continues, and a worker thread hashes (fs-verity) and
- * writes the objects with synchronous system calls, in the same layout and with the same
- * atomic temp-file-then-rename rule as ObjectDir (temp names from `store/atomic.ts`, so fsck
- * and gc recognise leftovers; an existing object is not rewritten, its mtime is refreshed).
- * Bytes in flight are capped (`maxInflight`), so memory stays bounded whatever the layer size;
- * files larger than `chunkSize` are sent in chunks.
+ * stream into a fixed shared ring buffer and returns at once so parsing continues; a worker
+ * thread hashes (fs-verity) and writes the objects from the ring with synchronous system
+ * calls, in the same layout and with the same atomic temp-file-then-rename rule as ObjectDir
+ * (temp names from `store/atomic.ts`, so fsck and gc recognise leftovers; an existing object
+ * is not rewritten, its mtime is refreshed). The ring (`ringSize`) is the only buffer for
+ * bytes in flight, so memory stays bounded whatever the layer size and nothing waits for a
+ * garbage collector; files larger than `chunkSize` go through it in chunks.
  *
  * Durability: objects are not fsynced one by one; the importer syncs the filesystem once
  * (`syncFilesystem`) before the image and tag that reference them are written.
@@ -34,9 +35,11 @@ export interface ObjectWriterOptions {
   tmpDir: string;
   /** Enable fs-verity on a new object before it is renamed into place (omit: never). */
   enableVerity?: (tmpPath: string) => Promise<unknown>;
-  /** Cap on bytes handed to the worker and not yet written (default 64 MiB). */
-  maxInflight?: number;
-  /** Largest single message; bigger files go in chunks of this size (default 4 MiB). */
+  /** Size of the shared ring buffer: the cap on bytes handed to the worker and not yet
+   *  written (default 32 MiB). */
+  ringSize?: number;
+  /** Largest piece of a file in the ring; bigger files go in chunks (default 4 MiB, at most a
+   *  quarter of the ring). */
   chunkSize?: number;
 }
 
@@ -57,10 +60,14 @@ export class ObjectWriter implements BlobSink {
   private readonly worker: Worker;
   private readonly waiting = new Map<number, Waiter>();
   private readonly all = new Set<Promise<unknown>>();
-  private readonly maxInflight: number;
+  private readonly ring: SharedArrayBuffer;
+  private readonly ringBuf: Buffer;
+  private readonly ringSize: number;
   private readonly chunkSize: number;
   private readonly madeDirs = new Set<string>();
-  private inflight = 0;
+  /** Ring bytes handed out and not yet given back; next free offset. */
+  private used = 0;
+  private head = 0;
   private creditWaiters: (() => void)[] = [];
   private nextId = 1;
   private dead: Error | undefined;
@@ -68,9 +75,11 @@ export class ObjectWriter implements BlobSink {
   private closing: Promise<void> | undefined;
 
   constructor(private readonly opts: ObjectWriterOptions) {
-    this.maxInflight = opts.maxInflight ?? 64 << 20;
-    this.chunkSize = opts.chunkSize ?? 4 << 20;
-    const cfg: WriterConfig = { dir: opts.dir, tmpDir: opts.tmpDir, commit: !opts.enableVerity };
+    this.ringSize = opts.ringSize ?? 32 << 20;
+    this.chunkSize = Math.max(1, Math.min(opts.chunkSize ?? 4 << 20, Math.floor(this.ringSize / 4)));
+    this.ring = new SharedArrayBuffer(this.ringSize);
+    this.ringBuf = Buffer.from(this.ring);
+    const cfg: WriterConfig = { dir: opts.dir, tmpDir: opts.tmpDir, commit: !opts.enableVerity, ring: this.ring };
     this.worker = new Worker(new URL('./object-writer-worker.js', import.meta.url), { workerData: cfg });
     this.worker.on('message', (r: WriterReply) => this.onReply(r));
     const die = (err: Error): void => {
@@ -124,23 +133,32 @@ export class ObjectWriter implements BlobSink {
   }
 
   private release(n: number): void {
-    this.inflight = Math.max(0, this.inflight - n);
+    this.used = Math.max(0, this.used - n);
     const ws = this.creditWaiters;
     this.creditWaiters = [];
     for (const w of ws) w();
   }
 
-  private async reserve(n: number): Promise<void> {
-    while (this.inflight > 0 && this.inflight + n > this.maxInflight) {
-      if (this.dead) break;
+  /** Take `n` (≤ chunkSize) contiguous ring bytes. The worker frees space in the order it was
+   *  taken, so the used part is one cyclic range ending at `head`; a request that does not fit
+   *  before the end of the ring skips the gap (given back with it). */
+  private async reserve(n: number): Promise<{ off: number; bytes: number; prevHead: number }> {
+    for (;;) {
+      if (this.dead) throw new ObjectWriteError(`object writer stopped: ${this.dead.message}`);
+      const gap = this.head + n > this.ringSize ? this.ringSize - this.head : 0;
+      if (this.used + gap + n <= this.ringSize) {
+        const off = gap ? 0 : this.head;
+        const prevHead = this.head;
+        this.head = off + n === this.ringSize ? 0 : off + n;
+        this.used += gap + n;
+        return { off, bytes: gap + n, prevHead };
+      }
       await new Promise<void>((res) => this.creditWaiters.push(res));
     }
-    if (this.dead) throw new ObjectWriteError(`object writer stopped: ${this.dead.message}`);
-    this.inflight += n;
   }
 
-  private send(m: WriterRequest, transfer?: ArrayBuffer[]): void {
-    this.worker.postMessage(m, transfer);
+  private send(m: WriterRequest): void {
+    this.worker.postMessage(m);
   }
 
   /** Take a file's bytes (exactly `size`) off the stream; the object is written behind. */
@@ -149,60 +167,44 @@ export class ObjectWriter implements BlobSink {
     const done = new Promise<BlobResult>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     const tracked = done.catch(() => undefined).finally(() => this.all.delete(tracked));
     this.all.add(tracked);
+    const single = size <= this.chunkSize;
+    let slot: { off: number; bytes: number; prevHead: number; len: number } | undefined;
+    let fill = 0;
+    let total = 0;
     try {
-      if (size <= this.chunkSize) {
-        await this.reserve(size);
-        const buf = Buffer.allocUnsafeSlow(size);
-        let off = 0;
-        try {
-          for await (const c of chunks) {
-            if (off + c.length > size) throw new ObjectWriteError(`file content longer than its size ${size}`);
-            c.copy(buf, off);
-            off += c.length;
+      if (!single) this.send({ t: 'begin', id });
+      for await (let c of chunks) {
+        total += c.length;
+        if (total > size) throw new ObjectWriteError(`file content longer than its size ${size}`);
+        while (c.length > 0) {
+          if (!slot) {
+            const remaining = size - (total - c.length);
+            const len = single ? size : Math.min(this.chunkSize, remaining);
+            slot = { ...(await this.reserve(len)), len };
           }
-          if (off !== size) throw new ObjectWriteError(`file content of ${off} bytes, expected ${size}`);
-        } catch (err) {
-          this.release(size);
-          throw err;
-        }
-        this.send({ t: 'file', id, buf }, [buf.buffer as ArrayBuffer]);
-        return { done };
-      }
-      this.send({ t: 'begin', id });
-      let buf: Buffer | undefined;
-      let fill = 0;
-      let total = 0;
-      const flushChunk = (): void => {
-        this.send({ t: 'chunk', id, buf: buf! }, [buf!.buffer as ArrayBuffer]);
-        buf = undefined;
-        fill = 0;
-      };
-      try {
-        for await (let c of chunks) {
-          total += c.length;
-          if (total > size) throw new ObjectWriteError(`file content longer than its size ${size}`);
-          while (c.length > 0) {
-            if (!buf) {
-              const n = Math.min(this.chunkSize, size - (total - c.length));
-              await this.reserve(n);
-              buf = Buffer.allocUnsafeSlow(n);
-            }
-            const take = Math.min(buf.length - fill, c.length);
-            c.copy(buf, fill, 0, take);
-            fill += take;
-            c = c.subarray(take);
-            if (fill === buf.length) flushChunk();
+          const take = Math.min(slot.len - fill, c.length);
+          if (c.copy(this.ringBuf, slot.off + fill, 0, take) !== take) throw new ObjectWriteError('internal error: ring slot out of bounds');
+          fill += take;
+          c = c.subarray(take);
+          if (!single && fill === slot.len) {
+            this.send({ t: 'chunk', id, off: slot.off, len: fill, bytes: slot.bytes });
+            slot = undefined;
+            fill = 0;
           }
         }
-        if (total !== size) throw new ObjectWriteError(`file content of ${total} bytes, expected ${size}`);
-      } catch (err) {
-        if (buf) this.release(buf.length);
-        this.send({ t: 'abort', id });
-        throw err;
       }
-      this.send({ t: 'end', id });
+      if (total !== size) throw new ObjectWriteError(`file content of ${total} bytes, expected ${size}`);
+      if (single) this.send({ t: 'file', id, off: slot?.off ?? 0, len: size, bytes: slot?.bytes ?? 0 });
+      else this.send({ t: 'end', id });
+      slot = undefined;
       return { done };
     } catch (err) {
+      if (slot) {
+        // Never sent, and the latest reservation: undo it (the ring stays one cyclic range).
+        this.head = slot.prevHead;
+        this.release(slot.bytes);
+      }
+      if (!single) this.send({ t: 'abort', id });
       const w = this.waiting.get(id);
       this.waiting.delete(id);
       w?.reject(err as Error);
