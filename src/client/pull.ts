@@ -263,6 +263,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     // 4. Plan.
     progress.phase = 'plan';
     report();
+    if (!dryRun) ingest ??= await Ingest.open(store, image);
     const inStore = await presentIn(store, facts.objects);
     const present = facts.objects.filter((_, i) => inStore[i]);
     const absent = facts.objects.filter((_, i) => !inStore[i]);

@@ -55,6 +55,8 @@ export interface ServerOptions {
 }
 
 const READ_CHUNK = 256 * 1024;
+/** Most bytes of a refused request's body read (and dropped) before the connection is cut. */
+const DRAIN_LIMIT = 8 << 20;
 /** Below this, compressing a single object or image does not pay. */
 const MIN_COMPRESS = 1024;
 
@@ -187,7 +189,13 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
 
   const putObject = async (req: IncomingMessage, res: ServerResponse, digest: Buffer): Promise<void> => {
     authorize(req);
-    const r = await store.objects.addStream(requestBody(req, `object ${toHex(digest)}`), { expected: digest });
+    // A generator, not the request itself: addStream destroys a stream it does not need to read
+    // (object already present), which would cut the connection before the answer.
+    const body = requestBody(req, `object ${toHex(digest)}`);
+    const r = await store.objects.addStream((async function* () {
+      yield* body;
+    })(), { expected: digest });
+    if (!req.complete) req.resume();
     sendJson(res, r.existed ? 200 : 201, { digest: toHex(r.digest), size: r.size, existed: r.existed });
   };
 
@@ -336,10 +344,17 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         if (status === 500 && !opts.log) process.stderr.write(`cfsdist serve: ${req.method} ${req.url}: ${msg}\n`);
         const extra = err instanceof HttpStatusError ? err.extra : undefined;
         const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer realm="cfsdist"' } : {};
-        // A request whose body was not read: close the connection rather than read it.
-        if (!req.complete) headers.Connection = 'close';
         sendError(res, status, msg, extra, headers);
-        if (!req.complete) req.resume();
+        // A request whose body was not read: drain it (closing now would reset the connection
+        // under the client before it reads the answer), but only so much of it.
+        if (!req.complete) {
+          let drained = 0;
+          req.on('data', (c: Buffer) => {
+            drained += c.length;
+            if (drained > DRAIN_LIMIT) req.socket.destroy();
+          });
+          req.resume();
+        }
       },
     );
   };
