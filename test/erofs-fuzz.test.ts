@@ -17,7 +17,7 @@ import { ErofsError, ErofsImage, type RawInode } from '../src/erofs/reader.js';
 import { formatLs } from '../src/erofs/reader-listing.js';
 import { writeImage } from '../src/erofs/writer.js';
 import { formatDumpfile } from '../src/dumpfile/writer.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, walk, type Inode } from '../src/tree/tree.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, walk } from '../src/tree/tree.js';
 import { Rng, randomTree } from './random-tree.js';
 import { REPO, VECTORS } from './helpers.js';
 

@@ -9,7 +9,7 @@
  * image holds, so work and memory stay linear in the image size. Every failure is an
  * `ErofsError` naming the image, the nid and the byte offset at fault.
  */
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { CfsError } from '../errors.js';
 import {
   BLOCK_SIZE,
@@ -372,9 +372,12 @@ export class ErofsImage {
     return new ErofsImage(new BufferSource(buf), name);
   }
 
-  /** Open an image file: loaded into memory, or read lazily through the fd with `lazy`. */
+  /**
+   * Open an image file: loaded into memory, or read through the fd with `lazy` (always for files
+   * over 1 GiB, which no metadata image should reach).
+   */
   static open(path: string, opts: OpenOptions = {}): ErofsImage {
-    if (!opts.lazy) return new ErofsImage(new BufferSource(readFileSync(path)), path);
+    if (!opts.lazy && statSync(path).size <= 1 << 30) return new ErofsImage(new BufferSource(readFileSync(path)), path);
     const fs = FileSource.open(path, opts.cacheBytes);
     try {
       return new ErofsImage(fs, path);
@@ -680,27 +683,18 @@ export class ErofsImage {
       const s = this.sharedXattr(id, nid, budget);
       if (!logical) out.push({ key: s.key, value: s.value });
       else if (s.kind === X_KEEP) out.push({ key: s.logicalKey, value: s.value });
-      else this.note(s.kind, s.value);
+      else this.noteAt(s.kind, s.value, 0, s.value.length);
     }
     return dedupe(out);
   }
 
-  /** `note` for a value at src[start, end), without making a view of values that are dropped. */
+  /** Record a dropped overlay xattr's meaning; its value is src[start, end) (no view made for values that are dropped). */
   private noteAt(kind: number, src: Buffer, start: number, end: number): void {
     if (kind === X_WHITEOUT) this.xWhiteout = true;
     else if (kind === X_METACOPY) this.xDigest = end - start === METACOPY_SIZE ? src.subarray(start + 4, end) : undefined;
     else if (kind === X_REDIRECT) {
       if (end > start && src[start] === 0x2f) start++;
       this.xPayload = end > start ? src.subarray(start, end) : undefined;
-    }
-  }
-
-  private note(kind: number, value: Buffer): void {
-    if (kind === X_WHITEOUT) this.xWhiteout = true;
-    else if (kind === X_METACOPY) this.xDigest = value.length === METACOPY_SIZE ? value.subarray(4) : undefined;
-    else if (kind === X_REDIRECT) {
-      const v = value.length > 0 && value[0] === 0x2f ? value.subarray(1) : value;
-      this.xPayload = v.length > 0 ? v : undefined;
     }
   }
 
