@@ -19,6 +19,13 @@
  *
  * Within a process, shared holds are reference-counted onto one lease file, which lingers for
  * a moment after the last release so that a stream of adds does not create one file per add.
+ * A gc may wait for writers that never pause (overlapping holds); it then fails with
+ * STORE_BUSY after its timeout rather than starving them.
+ *
+ * Limits: every process using a store must see the others' pids (one pid namespace: the
+ * same host or the same container), since a lock file whose pid is not running is taken
+ * for a crash leftover. Stores on network filesystems shared by several machines are not
+ * supported by this lock.
  */
 import { mkdirSync, unlinkSync } from 'node:fs';
 import { mkdir, open, readdir, unlink } from 'node:fs/promises';
@@ -132,25 +139,30 @@ export class StoreLock {
         await this.acquiring;
       }
     } catch (err) {
-      this.refs--;
+      this.unref();
       throw err;
     }
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.refs--;
-      if (this.refs === 0 && !this.linger) {
-        this.linger = setTimeout(() => {
-          this.linger = undefined;
-          if (this.refs === 0 && this.leaseFile) {
-            removeMarker(this.leaseFile);
-            this.leaseFile = undefined;
-          }
-        }, LINGER_MS);
-        this.linger.unref();
-      }
+      this.unref();
     };
+  }
+
+  /** Drop one shared hold; the lease file goes after LINGER_MS without holds. */
+  private unref(): void {
+    this.refs--;
+    if (this.refs === 0 && !this.linger) {
+      this.linger = setTimeout(() => {
+        this.linger = undefined;
+        if (this.refs === 0 && this.leaseFile) {
+          removeMarker(this.leaseFile);
+          this.leaseFile = undefined;
+        }
+      }, LINGER_MS);
+      this.linger.unref();
+    }
   }
 
   private async acquireLease(): Promise<void> {

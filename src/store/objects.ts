@@ -289,13 +289,18 @@ export class ObjectDir {
     return { objects, strays };
   }
 
-  /** Temporary files in tmpDir (complete paths). */
+  /** Our temporary files (complete paths) in tmpDir and, when that is elsewhere, in the
+   * objects directory itself (left there by a standalone ObjectDir on the same directory,
+   * e.g. `mkcomposefs --digest-store STORE/objects`). */
   async tempFiles(): Promise<string[]> {
-    try {
-      return (await readdir(this.tmpDir)).filter(isTempName).map((n) => join(this.tmpDir, n));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
+    const out: string[] = [];
+    for (const d of this.tmpDir === this.dir ? [this.dir] : [this.tmpDir, this.dir]) {
+      try {
+        out.push(...(await readdir(d)).filter(isTempName).map((n) => join(d, n)));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
     }
+    return out;
   }
 }

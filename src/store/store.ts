@@ -19,7 +19,9 @@
  *   STORE/lock/leases/, lock/gc/     the shared/exclusive store lock (lock.ts)
  *
  * Writes: every file (object, image, sidecar, tag) is written to tmp/, fsynced, renamed into
- * place; object and image directories are fsynced before a tag that needs them is written.
+ * place. The images directory is fsynced after each image; the object directories this Store
+ * instance renamed objects into are fsynced before it writes a tag (so a pull that adds and
+ * tags through one Store has everything on disk before the tag is).
  *
  * gc versus concurrent adds — a lock, plus a grace period:
  *  - Every write (object, image, tag) holds the store lock shared for its duration; gc holds it
@@ -83,7 +85,6 @@ export class Store {
   readonly tmpDir: string;
   /** STORE/quarantine. */
   readonly quarantineDir: string;
-  private imagesDirty = false;
 
   private constructor(dir: string, opts: { enableVerity?: boolean; fsync?: boolean }) {
     this.dir = dir;
@@ -170,7 +171,7 @@ export class Store {
         await this.writeFileAtomic(side, list);
         await this.objects.verity.enable(tmp.path);
         await rename(tmp.path, final);
-        this.imagesDirty = true;
+        await fsyncDir(this.imagesDir); // images are few: make each one durable at once
       } catch (err) {
         await unlink(tmp.path).catch(() => undefined);
         throw err;
@@ -216,10 +217,6 @@ export class Store {
       if (!(await this.hasImage(image))) throw new StoreError('IMAGE_MISSING', `cannot tag ${name}:${tag}: image ${toHex(image)} is not in the store`);
       // Durability: objects and images the tag needs reach the disk before the tag does.
       await this.objects.sync();
-      if (this.imagesDirty) {
-        this.imagesDirty = false;
-        await fsyncDir(this.imagesDir);
-      }
       await mkdir(join(this.tagsDir, name), { recursive: true });
       await this.writeFileAtomic(path, toHex(image) + '\n');
       await fsyncDir(join(this.tagsDir, name));
