@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, wr
 import { createHash, createCipheriv } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadavg } from 'node:os';
 import { Store } from '../src/store/store.js';
 import { digestFiles } from '../src/verity/parallel.js';
 
@@ -82,6 +83,7 @@ async function addAll(store: Store, paths: string[]): Promise<{ seconds: number;
 
 /** Run the benchmark and return its rows. */
 export async function run(): Promise<BenchRow[]> {
+  const load = loadavg()[0].toFixed(1); // figures need idle cores: say how busy the machine was
   const paths = ensureFiles();
   const work = mkdtempSync('/var/tmp/cfsdist-bench-store-');
   try {
@@ -123,7 +125,7 @@ export async function run(): Promise<BenchRow[]> {
         unit: 'objects/s',
         reference: refSeconds ? N / refSeconds : undefined,
         ratio: refSeconds ? refSeconds / first.seconds : undefined,
-        note: `${first.seconds.toFixed(2)} s, ${first.created} objects written, each fsynced then renamed; reference: C mkcomposefs --digest-store over the same tree (writes its image too)`,
+        note: `${first.seconds.toFixed(2)} s, ${first.created} objects written, each fsynced then renamed; reference: C mkcomposefs --digest-store over the same tree (writes its image too); load average at start ${load}`,
       },
       {
         name: 'store: add the same 100,000 files again (all present)',
