@@ -98,13 +98,19 @@ test('fsck: temporary files of dead writers are leftovers (--repair deletes), li
   const { s } = await populated();
   const stale = join(s.tmpDir, `.${deadId()}-1-abcd.tmp`);
   const live = join(s.tmpDir, `.${selfId()}-999999-abcd.tmp`);
+  // A standalone ObjectDir on STORE/objects (mkcomposefs --digest-store) writes its temporary
+  // files into objects/ itself.
+  const staleInObjects = join(s.objects.dir, `.${deadId()}-2-abcd.tmp`);
   writeFileSync(stale, 'half an object');
   writeFileSync(live, 'being written');
+  writeFileSync(staleInObjects, 'half an object');
   let r = await s.fsck();
   assert.equal(r.ok, true, 'leftovers are warnings');
-  assert.deepEqual(r.tempFiles.map((t) => [t.path, t.stale]).sort(), [[stale, true], [live, false]].sort());
+  assert.deepEqual(r.strays, [], 'temporary files are not strays');
+  assert.deepEqual(r.tempFiles.map((t) => [t.path, t.stale]).sort(), [[stale, true], [live, false], [staleInObjects, true]].sort());
   r = await s.fsck({ repair: true });
   assert.equal(existsSync(stale), false);
+  assert.equal(existsSync(staleInObjects), false);
   assert.equal(existsSync(live), true);
   unlinkSync(live);
 });
