@@ -135,7 +135,7 @@ class LayerBuilder {
   readonly root: Inode = newInode(S_IFDIR | 0o755);
   readonly implicit = new Set<Inode>([this.root]);
   readonly stats: LayerStats = { entries: 0, files: 0, inlined: 0, objects: 0, objectsNew: 0, bytes: 0, bytesNew: 0, whiteouts: 0, opaques: 0, hardlinks: 0 };
-  private pending: Promise<void>[] = [];
+  private pending = new Set<Promise<void>>();
   private failure: unknown;
   private readonly inlineMax: number;
   private readonly where: string;
@@ -321,19 +321,24 @@ class LayerBuilder {
         const { done } = await this.sink.put(e.body as AsyncIterable<Buffer>, e.size);
         this.stats.objects++;
         this.stats.bytes += e.size;
-        const p = done.then((r) => {
-          if (r.size !== e.size) throw new LayerError('SIZE_MISMATCH', `${this.where}tar offset ${e.offset}: stored ${r.size} bytes, expected ${e.size}`);
-          node.digest = r.digest;
-          node.payload = Buffer.from(objectPathFor(r.digest));
-          if (!r.existed) {
-            this.stats.objectsNew++;
-            this.stats.bytesNew += r.size;
-          }
-        });
-        p.catch((err: unknown) => {
+        // Keep only what the callback needs (not the entry), and forget settled stores, so
+        // memory per file in flight stays small.
+        const size = e.size;
+        const offset = e.offset;
+        const p: Promise<void> = done.then(
+          (r) => {
+            if (r.size !== size) throw new LayerError('SIZE_MISMATCH', `${this.where}tar offset ${offset}: stored ${r.size} bytes, expected ${size}`);
+            node.digest = r.digest;
+            node.payload = Buffer.from(objectPathFor(r.digest));
+            if (!r.existed) {
+              this.stats.objectsNew++;
+              this.stats.bytesNew += r.size;
+            }
+          },
+        ).catch((err: unknown) => {
           this.failure ??= err;
-        });
-        this.pending.push(p);
+        }).finally(() => this.pending.delete(p));
+        this.pending.add(p);
         return node;
       }
       case 'symlink': {
@@ -353,7 +358,7 @@ class LayerBuilder {
   }
 
   async finish(): Promise<LayerResult> {
-    await Promise.all(this.pending);
+    while (this.pending.size) await Promise.all([...this.pending]);
     if (this.failure) throw this.failure;
     return { root: this.root, implicit: this.implicit, stats: this.stats };
   }

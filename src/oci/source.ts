@@ -110,10 +110,15 @@ export function parsePlatform(p: string): { os: string; architecture: string; va
   return { os: parts[0]!, architecture: parts[1]!, variant: parts[2] };
 }
 
-/** Split `PATH[:REF]` where PATH may itself contain ':' — an existing PATH wins. */
+/** Split `PATH[:REF]`. PATH and REF may both contain ':' (`dir:a:b`, `:sha256:…`,
+ *  `:host/app:1.0`): the longest prefix that exists on disk is the path; if none does, the
+ *  first ':' separates them. */
 export function splitPathRef(spec: string): { path: string; ref?: string } {
   if (existsSync(spec)) return { path: spec };
-  const i = spec.lastIndexOf(':');
+  for (let i = spec.lastIndexOf(':'); i > 0; i = spec.lastIndexOf(':', i - 1)) {
+    if (existsSync(spec.slice(0, i))) return { path: spec.slice(0, i), ref: spec.slice(i + 1) || undefined };
+  }
+  const i = spec.indexOf(':');
   if (i <= 0) return { path: spec };
   return { path: spec.slice(0, i), ref: spec.slice(i + 1) || undefined };
 }
