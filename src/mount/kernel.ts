@@ -93,12 +93,12 @@ export async function mountKernel(o: KernelMountOptions): Promise<KernelMountInf
     await writeState(state);
     return info;
   } catch (e) {
-    api?.end();
+    await api?.end();
     api = undefined;
     await undoPartial(state);
     throw e;
   } finally {
-    api?.end();
+    await api?.end();
   }
 }
 

@@ -142,7 +142,7 @@ export class MountApi {
       await api.close(fd);
       return api;
     } catch (e) {
-      api.end();
+      await api.end();
       if (e instanceof SyscallError && e.errno === osConstants.errno.ENOSYS) return undefined;
       if (e instanceof MountError && e.code === 'NO_HELPER') return undefined;
       throw e;
@@ -223,9 +223,16 @@ export class MountApi {
     }
   }
 
-  /** Stop the helper (its fds, and detached mounts nobody else holds, go with it). */
-  end(): void {
-    if (!this.exited) this.child.stdin.end();
+  /** Stop the helper and wait until it is gone: its fds, and detached mounts nobody else holds,
+   * go with it (a mount it still held would make an unmount right after this fail with EBUSY). */
+  async end(): Promise<void> {
+    if (!this.exited) {
+      const gone = new Promise<void>((r) => this.child.once('exit', () => r()));
+      this.child.stdin.end();
+      const t = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(t);
+    }
     this.lines.close();
   }
 }

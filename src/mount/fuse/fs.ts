@@ -134,12 +134,12 @@ export class ImageFs implements FuseFs {
     return fh;
   }
 
-  async read(fh: number, offset: number, size: number): Promise<Buffer> {
+  read(fh: number, offset: number, size: number): Buffer {
     const h = this.handles.get(fh);
     if (!h) throw new FuseErrno(E.EBADF);
     if (h.kind === 'inline') return offset >= h.size ? Buffer.alloc(0) : this.image.readData(h.nid, offset, size);
     try {
-      return await h.file.read(offset, size);
+      return h.file.read(offset, size);
     } catch (e) {
       if (e instanceof IntegrityError) {
         this.log(`cfsdist fuse: ${e.message}`);
@@ -149,10 +149,10 @@ export class ImageFs implements FuseFs {
     }
   }
 
-  async release(fh: number): Promise<void> {
+  release(fh: number): void {
     const h = this.handles.get(fh);
     this.handles.delete(fh);
-    if (h?.kind === 'object') await h.file.close();
+    if (h?.kind === 'object') h.file.close();
   }
 
   readdir(node: number): FuseDirItem[] {

@@ -130,7 +130,7 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
         const m = await mapi.fsmount(ctx, MOUNT_ATTR_RDONLY, 'fuse');
         await mapi.moveMount(m, o.mountpoint);
       } finally {
-        mapi.end();
+        await mapi.end();
       }
     } else {
       api = 'mount(8)';

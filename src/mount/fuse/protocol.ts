@@ -51,6 +51,7 @@ export const Init = {
   POSIX_ACL: 1 << 20,
   MAX_PAGES: 1 << 22,
   CACHE_SYMLINKS: 1 << 23,
+  NO_OPENDIR_SUPPORT: 1 << 24,
   INIT_EXT: 1 << 30,
 } as const;
 

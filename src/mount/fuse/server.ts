@@ -40,6 +40,12 @@ import type { Attr, InHeader, StatFs } from './protocol.js';
 
 const E = constants.errno;
 
+/** Continue with `fn` on a value, synchronously unless it is a promise. */
+function then<T>(v: T | Promise<T>, fn: (x: T) => void): Promise<void> | void {
+  if (v instanceof Promise) return v.then(fn);
+  fn(v);
+}
+
 /** An error a `FuseFs` method throws to reply with an errno. */
 export class FuseErrno extends Error {
   constructor(
@@ -119,6 +125,9 @@ export class FuseSession {
   private readonly buf = Buffer.allocUnsafe(READ_BUFFER);
   private readonly dirs = new Map<number, DirHandle>();
   private nextDir = 1;
+  private noOpendir = false;
+  /** Entries of recently listed directories by node id (READDIR without OPENDIR). */
+  private readonly dirCache = new Map<number, FuseDirItem[]>();
   private ended = false;
   private readonly validSec: number;
   private readonly log: (line: string) => void;
@@ -244,21 +253,27 @@ export class FuseSession {
       case Op.OPEN: {
         const flags = body.readUInt32LE(0);
         if ((flags & 3) !== fsConstants.O_RDONLY || flags & fsConstants.O_TRUNC) return this.fail(h, E.EROFS);
-        return Promise.resolve(fs.open(h.nodeid, flags)).then((fh) => this.ok(h, openOut(fh, Fopen.KEEP_CACHE)));
+        return then(fs.open(h.nodeid, flags), (fh) => this.ok(h, openOut(fh, Fopen.KEEP_CACHE)));
       }
       case Op.READ: {
         const fh = readU64(body, 0);
         const offset = readU64(body, 8);
         const size = body.readUInt32LE(16);
-        return Promise.resolve(fs.read(fh, offset, size)).then((data) => this.ok(h, data));
+        return then(fs.read(fh, offset, size), (data) => this.ok(h, data));
       }
       case Op.RELEASE:
-        return Promise.resolve(fs.release(readU64(body, 0))).then(() => this.ok(h));
+        return then(fs.release(readU64(body, 0)), () => this.ok(h));
       case Op.OPENDIR: {
+        // Where the kernel can do without (zero-message opendir), say so: it then sends neither
+        // OPENDIR nor RELEASEDIR again, and READDIR comes with handle 0 (see dirItems).
+        if (this.noOpendir) return this.fail(h, E.ENOSYS);
         const id = this.nextDir++;
         this.dirs.set(id, { items: fs.readdir(h.nodeid) });
         return this.ok(h, openOut(id, Fopen.KEEP_CACHE | Fopen.CACHE_DIR));
       }
+      case Op.FLUSH:
+        // Nothing to flush on a read-only filesystem; ENOSYS makes the kernel stop sending it.
+        return this.fail(h, E.ENOSYS);
       case Op.READDIR:
       case Op.READDIRPLUS:
         return this.readdir(h, body, h.opcode === Op.READDIRPLUS);
@@ -271,7 +286,6 @@ export class FuseSession {
       case Op.STATFS:
         return this.ok(h, statfsOut(fs.statfs()));
       case Op.ACCESS:
-      case Op.FLUSH:
       case Op.FSYNC:
       case Op.FSYNCDIR:
         return this.ok(h);
@@ -294,7 +308,9 @@ export class FuseSession {
       b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
       return this.ok(h, b);
     }
-    const want = Init.ASYNC_READ | Init.PARALLEL_DIROPS | Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO | Init.CACHE_SYMLINKS | Init.MAX_PAGES | Init.POSIX_ACL | Init.BIG_WRITES;
+    const want =
+      Init.ASYNC_READ | Init.PARALLEL_DIROPS | Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO | Init.CACHE_SYMLINKS | Init.MAX_PAGES | Init.POSIX_ACL | Init.BIG_WRITES | Init.NO_OPENDIR_SUPPORT;
+    this.noOpendir = (i.flags & Init.NO_OPENDIR_SUPPORT) !== 0;
     this.ok(
       h,
       initOut({
@@ -315,12 +331,12 @@ export class FuseSession {
     const fh = readU64(body, 0);
     const offset = readU64(body, 8);
     const size = body.readUInt32LE(16);
-    const d = this.dirs.get(fh);
-    if (!d) return this.fail(h, E.EBADF);
+    const items = fh === 0 ? this.dirItems(h.nodeid, offset) : this.dirs.get(fh)?.items;
+    if (!items) return this.fail(h, E.EBADF);
     const out = Buffer.allocUnsafe(size);
     let pos = 0;
-    for (let i = offset; i < d.items.length; i++) {
-      const it = d.items[i]!;
+    for (let i = offset; i < items.length; i++) {
+      const it = items[i]!;
       const need = plus ? SIZE.entryOut + direntSize(it.name.length) : direntSize(it.name.length);
       if (pos + need > size) break;
       if (plus) {
@@ -332,6 +348,19 @@ export class FuseSession {
       pos += writeDirent(out, pos, it.nodeid, i + 1, it.type, it.name);
     }
     this.ok(h, out.subarray(0, pos));
+  }
+
+  /** Entries of a directory listed without an open handle: computed when a listing starts
+   * (offset 0), reused for its continuation. The image never changes, so any copy is current. */
+  private dirItems(node: number, offset: number): FuseDirItem[] {
+    let items = offset === 0 ? undefined : this.dirCache.get(node);
+    if (!items) {
+      items = this.fs.readdir(node);
+      this.dirCache.delete(node);
+      this.dirCache.set(node, items);
+      if (this.dirCache.size > 64) this.dirCache.delete(this.dirCache.keys().next().value as number);
+    }
+    return items;
   }
 
   private xattr(h: InHeader, body: Buffer): void {
