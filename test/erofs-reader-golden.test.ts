@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { ErofsImage } from '../src/erofs/reader.js';
 import { formatLs } from '../src/erofs/reader-listing.js';
-import { dumpBytes } from '../src/erofs/reader-dump.js';
 import { writeImage } from '../src/erofs/writer.js';
 import { formatDumpfile } from '../src/dumpfile/writer.js';
 import { parseDumpfile } from '../src/dumpfile/parser.js';
@@ -147,7 +146,6 @@ test('every vectors row: dump equals live composefs-info, and dumpfile → image
       const { bytes: img1, path } = imageOf(row);
       const tree1 = ErofsImage.fromBuffer(img1, path).toTree();
       const dump1 = formatDumpfile(tree1);
-      assert.ok(dumpBytes(tree1).equals(dump1), `${row.file}: the byte-level dump writer disagrees with formatDumpfile`);
       if (!ref) {
         assertSameButRedirectBug(dump1, spawnSync(INFO, ['dump', path], { maxBuffer: 1 << 28 }).stdout, 'dump', `${row.file} live dump`);
         assertSameButRedirectBug(formatLs(tree1), spawnSync(INFO, ['ls', path], { maxBuffer: 1 << 28 }).stdout, 'ls', `${row.file} live ls`);

@@ -1,3 +1,3 @@
 export { parseDumpfile, DumpfileError, type ParseOptions } from './parser.js';
-export { formatDumpfile, dumpfileLines, formatEntry } from './writer.js';
+export { formatDumpfile, dumpfileChunks } from './writer.js';
 export { escapeField, unescapeField } from './escape.js';

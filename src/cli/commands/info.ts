@@ -135,8 +135,8 @@ export function register(program: Command): void {
     .action(async (images: string[], _o: unknown, cmd: Command) => {
       const g = globals(cmd);
       quietEpipe();
-      const { dumpChunks } = await import('../../erofs/reader-dump.js');
-      for await (const [, root] of trees(images, g)) for (const chunk of dumpChunks(root)) await writeOut(chunk);
+      const { dumpfileChunks } = await import('../../dumpfile/writer.js');
+      for await (const [, root] of trees(images, g)) for (const chunk of dumpfileChunks(root)) await writeOut(chunk);
     });
 
   info
