@@ -11,7 +11,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from './helpers.js';
+import { CLI, REPO } from './helpers.js';
+import { pathToFileURL } from 'node:url';
 import { Store } from '../src/store/store.js';
 import { openSource } from '../src/oci/source.js';
 import { importImage } from '../src/oci/import.js';
@@ -215,17 +216,68 @@ test('a changed object fails with EIO on the FUSE mount, never with wrong bytes'
   assertClean(mp);
 });
 
-test('lazy pull: with --remote, reading three files fetches exactly their objects, listing fetches none', { skip }, () => {
+/** A cfsdist server over `store` in its own process (the test process blocks on mount reads):
+ * its URL, its request log, and a stop function. */
+async function startServe(store: string): Promise<{ url: string; log: string[]; stop: () => void }> {
+  const mod = (p: string) => JSON.stringify(pathToFileURL(join(REPO, 'dist', 'src', p)).href);
+  const script = [
+    `import { Store } from ${mod('store/store.js')};`,
+    `import { startServer } from ${mod('server/server.js')};`,
+    'const store = await Store.open(process.argv[1]);',
+    "const srv = await startServer({ store, host: '127.0.0.1', port: 0, log: (l) => process.stdout.write('LOG ' + l + '\\n') });",
+    "process.stdout.write('URL ' + srv.url + '\\n');",
+  ].join('\n');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, store], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const log: string[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.startsWith('URL ')) resolve(line.slice(4));
+        else if (line.startsWith('LOG ')) log.push(line.slice(4));
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`the server exited (${code})`)));
+  });
+  return { url, log, stop: () => child.kill('SIGTERM') };
+}
+
+test('lazy pull: FUSE mount with --remote against a running server fetches exactly the objects of the files read', { skip }, async () => {
   const local = emptyStore('lazy-local');
   const mp = newMountpoint('lazy');
+  const srv = await startServe(storeDir);
   try {
-    mountFuse(mp, local, ['--remote', storeDir]);
+    mountFuse(mp, local, ['--remote', srv.url]);
     const ls = spawnSync('ls', ['-lR', mp], { encoding: 'latin1', maxBuffer: 1 << 26 });
     assert.equal(ls.status, 0, ls.stderr);
     assert.deepEqual(objectsIn(local), [], 'ls -lR fetched nothing');
     const files = ['opt/app/bin', 'usr/bin/ls', 'etc/bash.bashrc'];
     for (const f of files) assert.ok(readFileSync(join(mp, f)).equals(readFileSync(join(rootfs, f))), f);
-    assert.deepEqual(objectsIn(local), files.map((f) => digestOf(join(rootfs, f))).sort(), 'exactly the objects of the files read');
+    // A second read of the same files fetches nothing more.
+    for (const f of files) readFileSync(join(mp, f));
+    const want = files.map((f) => digestOf(join(rootfs, f))).sort();
+    assert.deepEqual(objectsIn(local), want, 'exactly the objects of the files read are in the local store');
+    await new Promise((r) => setTimeout(r, 100)); // let the server's log lines arrive
+    const fetched = srv.log.filter((l) => /\/objects\/[0-9a-f]{64} 200/.test(l)).map((l) => /([0-9a-f]{64})/.exec(l)![1]!).sort();
+    assert.deepEqual(fetched, want, `the server served exactly those objects:\n${srv.log.join('\n')}`);
+  } finally {
+    umount(mp);
+    srv.stop();
+  }
+  assertClean(mp);
+});
+
+test('lazy pull from another store directory (--remote DIR) also fetches only what is read', { skip }, () => {
+  const local = emptyStore('lazy-dir-local');
+  const mp = newMountpoint('lazy-dir');
+  try {
+    mountFuse(mp, local, ['--remote', storeDir]);
+    assert.equal(readFileSync(join(mp, 'usr/bin/dpkg')).length, lstatSync(join(rootfs, 'usr/bin/dpkg')).size);
+    assert.deepEqual(objectsIn(local), [digestOf(join(rootfs, 'usr/bin/dpkg'))]);
   } finally {
     umount(mp);
   }

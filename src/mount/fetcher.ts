@@ -5,7 +5,8 @@
  * verifies it again as it reads.
  *
  * Backends: another objects directory or store on a reachable filesystem (`DirectoryFetcher`),
- * and a cfsdist server or registry through the pull client (`src/client`), loaded on demand.
+ * and a cfsdist server through the pull client's `HttpRemote` (`RemoteFetcher`, loaded on
+ * demand; one request per object, as the files are opened).
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,14 +15,18 @@ import { MountError } from './errors.js';
 
 /** Gets one object into the local objects directory; resolves once it is there, verified. */
 export interface ObjectFetcher {
-  /** Fetch the object with this fs-verity digest (32 bytes). */
-  fetch(digest: Buffer): Promise<void>;
+  /** Fetch the object with this fs-verity digest (32 bytes) and size (from the image). */
+  fetch(digest: Buffer, size: number): Promise<void>;
+  /** Release connections (optional). */
+  close?(): void;
 }
 
 /** The part of the store's ObjectDir a fetcher writes through. */
 export interface ObjectSink {
   /** Add a file's content, rejecting content whose digest is not `expected`. */
   addFile(path: string, opts: { expected?: Buffer }): Promise<unknown>;
+  /** Add streamed content, rejecting content whose digest or size is not the expected one. */
+  addStream(src: AsyncIterable<Uint8Array>, opts: { expected?: Buffer; size?: number }): Promise<unknown>;
 }
 
 /** Copies objects from another objects directory (DIR/xx/<62 hex>) into the store. */
@@ -43,27 +48,52 @@ export class DirectoryFetcher implements ObjectFetcher {
   }
 }
 
-/** Signature the pull client module is expected to export for lazy pulls. */
-export type CreateObjectFetcher = (remote: string, opts: { store: unknown }) => ObjectFetcher | Promise<ObjectFetcher>;
+/** What the fetcher needs of a remote (the pull client's `Remote`). */
+export interface ObjectSource {
+  readonly location: string;
+  fetchObjects(objects: { digest: Buffer; size: number }[], signal?: AbortSignal): AsyncIterable<{ digest: Buffer; size: number; body: AsyncIterable<Buffer> }>;
+  close(): void;
+}
+
+/** Fetches single objects from a remote through the pull client, one request each. */
+export class RemoteFetcher implements ObjectFetcher {
+  /** Hex digests fetched, in order. */
+  readonly fetched: string[] = [];
+
+  constructor(
+    readonly remote: ObjectSource,
+    private readonly sink: ObjectSink,
+  ) {}
+
+  async fetch(digest: Buffer, size: number): Promise<void> {
+    let got = false;
+    for await (const o of this.remote.fetchObjects([{ digest, size }])) {
+      if (!o.digest.equals(digest)) throw new MountError('REMOTE_PROTOCOL', `${this.remote.location} sent object ${toHex(o.digest)} when asked for ${toHex(digest)}`);
+      // The store checks digest and size before the object becomes visible.
+      await this.sink.addStream(o.body, { expected: digest, size });
+      got = true;
+    }
+    if (!got) throw new MountError('OBJECT_MISSING', `${this.remote.location} did not send object ${toHex(digest)}`);
+    this.fetched.push(toHex(digest));
+  }
+
+  close(): void {
+    this.remote.close();
+  }
+}
 
 /**
- * A fetcher for `--remote`: a directory (a store, or an objects directory) is read directly;
- * `http(s)://…` and `docker://…` go through the pull client, which must export
- * `createObjectFetcher(remote, { store })` from `src/client/index.ts`.
+ * A fetcher for `--remote`: `http(s)://HOST:PORT` is a cfsdist server reached through the pull
+ * client (src/client); a directory (a store, or an objects directory) is read directly.
  */
 export async function openRemote(remote: string, store: { objects: ObjectSink }): Promise<ObjectFetcher> {
-  if (/^(https?|docker):\/\//.test(remote)) {
-    const modPath = '../client/index.js';
-    let mod: { createObjectFetcher?: CreateObjectFetcher };
-    try {
-      mod = (await import(modPath)) as { createObjectFetcher?: CreateObjectFetcher };
-    } catch (e) {
-      throw new MountError('NO_PULL_CLIENT', `lazy pull from ${remote} needs the pull client (src/client), which could not be loaded: ${(e as Error).message}`);
-    }
-    if (typeof mod.createObjectFetcher !== 'function') {
-      throw new MountError('NO_PULL_CLIENT', `lazy pull from ${remote}: the pull client does not export createObjectFetcher(remote, { store })`);
-    }
-    return await mod.createObjectFetcher(remote, { store });
+  if (/^https?:\/\//.test(remote)) {
+    const { HttpRemote } = await import('../client/http-remote.js');
+    const { parseRemoteBase } = await import('../client/remote.js');
+    return new RemoteFetcher(new HttpRemote(parseRemoteBase(remote)), store.objects);
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//.test(remote) && !remote.startsWith('file://')) {
+    throw new MountError('BAD_REMOTE', `--remote ${remote}: only cfsdist servers (http(s)://HOST:PORT) and local stores are supported for lazy pulls`);
   }
   const dir = remote.startsWith('file://') ? remote.slice(7) : remote.startsWith('dir:') ? remote.slice(4) : remote;
   let objects = dir;

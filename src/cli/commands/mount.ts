@@ -142,6 +142,7 @@ async function serveFuse(g: GlobalOptions, m: MountModule, store: StoreT, img: R
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     process.off('SIGHUP', stop);
+    fetcher?.close?.();
   }
   const s = fm.objects.stats;
   process.stderr.write(`cfsdist: ${mp} unmounted; ${s.verified} objects verified (${s.hashedBytes} bytes), ${s.fetched} fetched, ${s.corrupt} integrity failures\n`);

@@ -93,7 +93,7 @@ export class VerifiedObjects {
   /** Open an object of `size` bytes for verified reads (fetching it first if missing). */
   async open(digest: Buffer, size: number): Promise<VerifiedFile> {
     const hex = toHex(digest);
-    const fd = await this.openFile(digest, hex);
+    const fd = await this.openFile(digest, hex, size);
     try {
       const st = fstatSync(fd);
       if (st.size !== size) {
@@ -125,14 +125,14 @@ export class VerifiedObjects {
     }
   }
 
-  private async openFile(digest: Buffer, hex: string): Promise<number> {
+  private async openFile(digest: Buffer, hex: string, size: number): Promise<number> {
     const fd = this.openNow(digest);
     if (fd !== undefined) return fd;
     if (!this.opts.fetcher) throw new MissingObjectError(`object ${hex} is not in ${this.dir}`);
     let f = this.fetching.get(hex);
     if (!f) {
       const fetcher = this.opts.fetcher;
-      f = fetcher.fetch(digest).finally(() => this.fetching.delete(hex));
+      f = fetcher.fetch(digest, size).finally(() => this.fetching.delete(hex));
       this.fetching.set(hex, f);
       f.then(() => this.stats.fetched++, () => undefined);
     }
