@@ -3,11 +3,12 @@
  * new objects into a composefs objects directory with plain synchronous system calls, off the
  * thread that parses the tar stream. Protocol: see `WriterRequest` / `WriterReply`.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { closeSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FsVerityHasher, fsverityDigest, toHex } from '../verity/digest.js';
-import { tempPath } from '../store/atomic.js';
+import { TEMP_SUFFIX } from '../store/atomic.js';
+import { selfId } from '../store/procid.js';
 
 /** Messages to the worker. File bytes are in the shared ring at [off, off + len); `bytes` is
  *  the ring space to hand back once they are used (len plus any skipped end-of-ring gap). */
@@ -49,8 +50,18 @@ const ring = Buffer.from(cfg.ring);
 const madeDirs = new Set<string>();
 const open = new Map<number, Open>();
 
+/** Replies are collected while one message (or batch) is handled and posted together: one
+ *  wake-up of the main thread per batch, not per file. */
+let outbox: WriterReply[] = [];
+
 function post(r: WriterReply): void {
-  parentPort!.postMessage(r);
+  outbox.push(r);
+}
+
+function sendOutbox(): void {
+  if (outbox.length === 0) return;
+  parentPort!.postMessage(outbox);
+  outbox = [];
 }
 
 function writeAll(fd: number, b: Uint8Array): void {
@@ -58,8 +69,15 @@ function writeAll(fd: number, b: Uint8Array): void {
   while (off < b.length) off += writeSync(fd, b, off, b.length - off);
 }
 
+let seq = 0;
+/** The store's temp-name pattern (`.<pid>-<start>-…​.tmp`, so fsck/gc know whose it is), made
+ *  unique by this worker's thread id and a counter instead of random bytes. */
+function tempName(): string {
+  return join(cfg.tmpDir, `.${selfId()}-w${threadId}-${++seq}${TEMP_SUFFIX}`);
+}
+
 function newTemp(): { fd: number; tmp: string } {
-  const tmp = tempPath(cfg.tmpDir);
+  const tmp = tempName();
   try {
     return { fd: openSync(tmp, 'wx', 0o644), tmp };
   } catch (err) {
@@ -78,11 +96,12 @@ function present(final: string): boolean {
   return true;
 }
 
-/** Move a finished temp file into place (or hand it back); returns [existed, tmp?]. */
-function commit(tmp: string, digest: Buffer): [boolean, string | undefined] {
+/** Move a finished temp file into place (or hand it back); returns [existed, tmp?].
+ *  `checked`: the caller already found the object absent. */
+function commit(tmp: string, digest: Buffer, checked = false): [boolean, string | undefined] {
   const hex = toHex(digest);
   const final = join(cfg.dir, hex.slice(0, 2), hex.slice(2));
-  if (present(final)) {
+  if (!checked && present(final)) {
     unlinkSync(tmp);
     return [true, undefined];
   }
@@ -114,7 +133,7 @@ function handle(m: WriterRequest): void {
       }
       let result: [boolean, string | undefined];
       try {
-        result = commit(tmp, digest);
+        result = commit(tmp, digest, true);
       } catch (err) {
         try { unlinkSync(tmp); } catch { /* already gone */ }
         throw err;
@@ -178,7 +197,7 @@ function handle(m: WriterRequest): void {
   }
 }
 
-parentPort!.on('message', (m: WriterRequest) => {
+function handleOne(m: WriterRequest): void {
   try {
     handle(m);
   } catch (err) {
@@ -191,4 +210,10 @@ parentPort!.on('message', (m: WriterRequest) => {
     const bytes = m.t === 'file' || m.t === 'chunk' ? m.bytes : 0;
     post({ t: 'error', id: m.id, bytes, message: (err as Error).message });
   }
+}
+
+parentPort!.on('message', (m: WriterRequest | WriterRequest[]) => {
+  if (Array.isArray(m)) for (const x of m) handleOne(x);
+  else handleOne(m);
+  sendOutbox();
 });

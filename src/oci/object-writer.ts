@@ -8,7 +8,7 @@
  * stream into a fixed shared ring buffer and returns at once so parsing continues; a worker
  * thread hashes (fs-verity) and writes the objects from the ring with synchronous system
  * calls, in the same layout and with the same atomic temp-file-then-rename rule as ObjectDir
- * (temp names from `store/atomic.ts`, so fsck and gc recognise leftovers; an existing object
+ * (temp names follow the store's pattern, so fsck and gc recognise leftovers; an existing object
  * is not rewritten, its mtime is refreshed). The ring (`ringSize`) is the only buffer for
  * bytes in flight, so memory stays bounded whatever the layer size and nothing waits for a
  * garbage collector; files larger than `chunkSize` go through it in chunks.
@@ -72,6 +72,9 @@ export class ObjectWriter implements BlobSink {
   private nextId = 1;
   private dead: Error | undefined;
   private onClosed: (() => void) | undefined;
+  private outbox: WriterRequest[] = [];
+  private outboxBytes = 0;
+  private flushScheduled = false;
   private closing: Promise<void> | undefined;
 
   constructor(private readonly opts: ObjectWriterOptions) {
@@ -81,7 +84,9 @@ export class ObjectWriter implements BlobSink {
     this.ringBuf = Buffer.from(this.ring);
     const cfg: WriterConfig = { dir: opts.dir, tmpDir: opts.tmpDir, commit: !opts.enableVerity, ring: this.ring };
     this.worker = new Worker(new URL('./object-writer-worker.js', import.meta.url), { workerData: cfg });
-    this.worker.on('message', (r: WriterReply) => this.onReply(r));
+    this.worker.on('message', (rs: WriterReply[]) => {
+      for (const r of rs) this.onReply(r);
+    });
     const die = (err: Error): void => {
       this.dead ??= err;
       for (const w of this.waiting.values()) w.reject(new ObjectWriteError(`object writer stopped: ${err.message}`));
@@ -153,12 +158,32 @@ export class ObjectWriter implements BlobSink {
         this.used += gap + n;
         return { off, bytes: gap + n, prevHead };
       }
+      this.sendOutbox(); // what frees space may still be waiting to be sent
       await new Promise<void>((res) => this.creditWaiters.push(res));
     }
   }
 
+  /** Messages wait in `outbox` and go to the worker as one batch: when the batch is large, before
+   *  this thread waits for ring space, or when it next waits for I/O (setImmediate) — one
+   *  wake-up of the worker per batch instead of per file. Order is kept. */
   private send(m: WriterRequest): void {
-    this.worker.postMessage(m);
+    this.outbox.push(m);
+    this.outboxBytes += m.t === 'file' || m.t === 'chunk' ? m.len : 0;
+    if (this.outbox.length >= 256 || this.outboxBytes >= this.chunkSize) this.sendOutbox();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.sendOutbox();
+      });
+    }
+  }
+
+  private sendOutbox(): void {
+    if (this.outbox.length === 0) return;
+    this.worker.postMessage(this.outbox);
+    this.outbox = [];
+    this.outboxBytes = 0;
   }
 
   /** Take a file's bytes (exactly `size`) off the stream; the object is written behind. */
@@ -214,6 +239,7 @@ export class ObjectWriter implements BlobSink {
 
   /** Wait until every object handed over so far is written (or failed). */
   async flush(): Promise<void> {
+    this.sendOutbox();
     while (this.all.size) await Promise.all([...this.all]);
   }
 
@@ -230,6 +256,7 @@ export class ObjectWriter implements BlobSink {
             this.worker.once('exit', () => res());
           });
           this.send({ t: 'close', id: 0 });
+          this.sendOutbox();
           await closed;
         }
         this.worker.removeAllListeners('exit');

@@ -194,9 +194,9 @@ export async function* readTar(src: AsyncIterable<Uint8Array>, opts: TarReadOpti
       }
       if (type === undefined) fail('TAR_UNSUPPORTED', hdrOff, `unsupported entry type ${JSON.stringify(String.fromCharCode(flag))}`);
 
-      const magic = h.subarray(257, 263).toString('latin1');
-      const gnu = magic === 'ustar ' && h[263] === 0x20;
-      const ustar = magic === 'ustar\0';
+      const isUstar5 = h[257] === 0x75 && h[258] === 0x73 && h[259] === 0x74 && h[260] === 0x61 && h[261] === 0x72; // "ustar"
+      const gnu = isUstar5 && h[262] === 0x20 && h[263] === 0x20;
+      const ustar = isUstar5 && h[262] === 0;
       let path = cstr(h.subarray(0, 100));
       if (ustar && h[345] !== 0) {
         const prefix = cstr(h.subarray(345, 500));
@@ -301,46 +301,33 @@ function verifyChecksum(h: Buffer, off: number, fail: Fail): void {
   if (stored !== unsigned && stored !== signed) fail('TAR_CHECKSUM', off, `header checksum mismatch (stored ${stored}, computed ${unsigned})`);
 }
 
-/** Parse an octal or base-256 numeric header field. */
+/** Parse an octal or base-256 numeric header field (indexes the block; no slices). */
 function parseNumeric(h: Buffer, start: number, len: number, off: number, field: string, fail: Fail, signedOk = false): number {
-  const b = h.subarray(start, start + len);
-  if (b[0]! & 0x80) {
+  const end = start + len;
+  const b0 = h[start]!;
+  if (b0 & 0x80) {
     // Base-256 (GNU/star): 0x80 marks a positive, 0xff a negative two's-complement value.
-    const negative = b[0] === 0xff;
+    const negative = b0 === 0xff;
     if (negative && !signedOk) fail('TAR_BAD_HEADER', off, `negative ${field}`);
     let v = 0n;
-    for (let i = 0; i < b.length; i++) v = (v << 8n) | BigInt(i === 0 ? (negative ? b[0]! : b[0]! & 0x7f) : b[i]!);
-    if (negative) v -= 1n << BigInt(8 * b.length);
+    for (let i = start; i < end; i++) v = (v << 8n) | BigInt(i === start ? (negative ? b0 : b0 & 0x7f) : h[i]!);
+    if (negative) v -= 1n << BigInt(8 * len);
     if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) fail('TAR_BAD_HEADER', off, `${field} out of range`);
     return Number(v);
   }
-  let i = 0;
-  while (i < b.length && (b[i] === 0x20 || b[i] === 0)) {
-    // Leading spaces (and, from some writers, NULs before any digit) are padding.
-    if (b[i] === 0) {
-      // An all-NUL / NUL-first field is empty: value 0.
-      let rest = true;
-      for (let j = i; j < b.length; j++) if (b[j] !== 0 && b[j] !== 0x20) rest = false;
-      if (rest) return 0;
-    }
-    i++;
-  }
+  // Leading spaces and NULs are padding (as Go's archive/tar trims them); all padding is 0.
+  let i = start;
+  while (i < end && (h[i] === 0x20 || h[i] === 0)) i++;
+  if (i === end) return 0;
   let v = 0;
-  let digits = 0;
-  for (; i < b.length; i++) {
-    const c = b[i]!;
-    if (c >= 0x30 && c <= 0x37) {
-      v = v * 8 + (c - 0x30);
-      digits++;
-    } else if (c === 0 || c === 0x20) {
-      break;
-    } else {
-      fail('TAR_BAD_HEADER', off, `invalid octal digit in ${field} field`);
-    }
+  for (; i < end; i++) {
+    const c = h[i]!;
+    if (c >= 0x30 && c <= 0x37) v = v * 8 + (c - 0x30);
+    else if (c === 0 || c === 0x20) break;
+    else fail('TAR_BAD_HEADER', off, `invalid octal digit in ${field} field`);
   }
   // Anything after the terminator must be terminators as well.
-  for (; i < b.length; i++) if (b[i] !== 0 && b[i] !== 0x20) fail('TAR_BAD_HEADER', off, `garbage after the ${field} field`);
-  if (digits === 0) return 0;
+  for (; i < end; i++) if (h[i] !== 0 && h[i] !== 0x20) fail('TAR_BAD_HEADER', off, `garbage after the ${field} field`);
   return v;
 }
 
