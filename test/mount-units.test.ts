@@ -219,12 +219,22 @@ test('the FUSE filesystem answers from the image: node ids, listings, inline and
     assert.deepEqual(fs.listxattr(eBig.nodeid, 0).map(String).sort(), ['trusted.secret', 'user.note']);
     assert.equal(fs.getxattr(eBig.nodeid, Buffer.from('trusted.overlay.metacopy'), 0), undefined, 'composefs overlay xattrs are not shown');
 
+    // Zero-message opens: reads by node, files kept open between reads.
+    assert.ok(Buffer.concat([await fs.readNode(eBig.nodeid, 0, 10_000), await fs.readNode(eBig.nodeid, 10_000, 10_000)]).equals(big));
+    assert.equal((await fs.readNode(eSmall.nodeid, 1, 3)).toString(), 'mal');
+    fs.closeAll();
+
     // A changed object: open fails with EIO and the reason is logged.
     const logged: string[] = [];
     writeFileSync(join(objects, objectPathFor(digest)), randomBytes(20_000));
     const fs2 = new ImageFs(img, new VerifiedObjects(objects), { log: (l) => logged.push(l) });
     await assert.rejects(fs2.open(eBig.nodeid), (e: FuseErrno) => e.errno === 5);
+    await assert.rejects(fs2.readNode(eBig.nodeid, 0, 100), (e: FuseErrno) => e.errno === 5);
     assert.match(logged.join('\n'), /content was changed/);
+    // A failure is not remembered: once the object is right again, it reads.
+    writeFileSync(join(objects, objectPathFor(digest)), big);
+    assert.ok((await fs2.readNode(eBig.nodeid, 0, 20_000)).equals(big));
+    fs2.closeAll();
   } finally {
     rmSync(objects, { recursive: true, force: true });
   }

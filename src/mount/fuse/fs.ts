@@ -33,6 +33,8 @@ const DT_OF_FT: Record<number, number> = {
 };
 
 const TRUSTED = Buffer.from('trusted.');
+/** Files kept open for reads by node (zero-message opens). */
+const NODE_CACHE = 256;
 
 type Handle = { kind: 'object'; file: VerifiedFile } | { kind: 'inline'; nid: number; size: number };
 
@@ -45,6 +47,7 @@ export interface ImageFsOptions {
 /** The FUSE filesystem of one image (see the file comment). */
 export class ImageFs implements FuseFs {
   private readonly handles = new Map<number, Handle>();
+  private readonly byNode = new Map<number, Promise<Handle>>();
   private nextFh = 1;
   private readonly log: (line: string) => void;
 
@@ -108,13 +111,18 @@ export class ImageFs implements FuseFs {
   }
 
   async open(node: number): Promise<number> {
-    const nid = this.nid(node);
+    const h = await this.openHandle(this.nid(node));
+    const fh = this.nextFh++;
+    this.handles.set(fh, h);
+    return fh;
+  }
+
+  private async openHandle(nid: number): Promise<Handle> {
     const st = this.image.stat(nid);
     if ((st.mode & S_IFMT) !== S_IFREG) throw new FuseErrno((st.mode & S_IFMT) === S_IFDIR ? E.EISDIR : E.EACCES);
-    let h: Handle;
     if (st.digest) {
       try {
-        h = { kind: 'object', file: await this.objects.open(st.digest, st.size) };
+        return { kind: 'object', file: await this.objects.open(st.digest, st.size) };
       } catch (e) {
         if (e instanceof IntegrityError || e instanceof MissingObjectError) {
           this.log(`cfsdist fuse: ${e.message}`);
@@ -122,21 +130,42 @@ export class ImageFs implements FuseFs {
         }
         throw e;
       }
-    } else if (st.raw.layout === LAYOUT_CHUNK_BASED && st.size > 0) {
+    }
+    if (st.raw.layout === LAYOUT_CHUNK_BASED && st.size > 0) {
       // Content lives outside the image but no digest names it: nothing to verify it against.
       this.log(`cfsdist fuse: ${this.image.name}: nid ${nid} has external content but no fs-verity digest; refusing to serve it unverified`);
       throw new FuseErrno(E.EIO);
-    } else {
-      h = { kind: 'inline', nid, size: st.size };
     }
-    const fh = this.nextFh++;
-    this.handles.set(fh, h);
-    return fh;
+    return { kind: 'inline', nid, size: st.size };
+  }
+
+  /** Read by node (zero-message opens): files stay open in a small LRU between reads. */
+  async readNode(node: number, offset: number, size: number): Promise<Buffer> {
+    let p = this.byNode.get(node);
+    if (p) {
+      this.byNode.delete(node);
+      this.byNode.set(node, p);
+    } else {
+      p = this.openHandle(this.nid(node));
+      this.byNode.set(node, p);
+      // A failed open is not kept: the next read tries again (a fetch may succeed then).
+      p.catch(() => this.byNode.get(node) === p && this.byNode.delete(node));
+      if (this.byNode.size > NODE_CACHE) {
+        const [old, op] = this.byNode.entries().next().value as [number, Promise<Handle>];
+        this.byNode.delete(old);
+        op.then((h) => h.kind === 'object' && h.file.close(), () => undefined);
+      }
+    }
+    return this.readHandle(await p, offset, size);
   }
 
   read(fh: number, offset: number, size: number): Buffer {
     const h = this.handles.get(fh);
     if (!h) throw new FuseErrno(E.EBADF);
+    return this.readHandle(h, offset, size);
+  }
+
+  private readHandle(h: Handle, offset: number, size: number): Buffer {
     if (h.kind === 'inline') return offset >= h.size ? Buffer.alloc(0) : this.image.readData(h.nid, offset, size);
     try {
       return h.file.read(offset, size);
@@ -190,6 +219,12 @@ export class ImageFs implements FuseFs {
   /** Open handles (tests). */
   get openHandles(): number {
     return this.handles.size;
+  }
+
+  /** Close every file kept open for reads by node. */
+  closeAll(): void {
+    for (const p of this.byNode.values()) p.then((h) => h.kind === 'object' && h.file.close(), () => undefined);
+    this.byNode.clear();
   }
 }
 

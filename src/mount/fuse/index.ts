@@ -148,7 +148,10 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
     image.close();
     throw e;
   }
-  const done = session.done.finally(() => image.close());
+  const done = session.done.finally(() => {
+    fs.closeAll();
+    image.close();
+  });
   return {
     mountpoint: o.mountpoint,
     session,

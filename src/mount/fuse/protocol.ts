@@ -47,6 +47,7 @@ export const Init = {
   BIG_WRITES: 1 << 5,
   DO_READDIRPLUS: 1 << 13,
   READDIRPLUS_AUTO: 1 << 14,
+  NO_OPEN_SUPPORT: 1 << 17,
   PARALLEL_DIROPS: 1 << 18,
   POSIX_ACL: 1 << 20,
   MAX_PAGES: 1 << 22,

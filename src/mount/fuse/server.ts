@@ -85,6 +85,9 @@ export interface FuseFs {
   read(fh: number, offset: number, size: number): Promise<Buffer> | Buffer;
   /** Close a file handle. */
   release(fh: number): Promise<void> | void;
+  /** Read from a file by node, without an open handle. A filesystem that has this gets
+   * zero-message opens where the kernel supports them: no OPEN or RELEASE round trips. */
+  readNode?(node: number, offset: number, size: number): Promise<Buffer> | Buffer;
   /** A directory's entries, in order, for one opendir (`.` and `..` first). */
   readdir(node: number): FuseDirItem[];
   /** One xattr value, or undefined (ENODATA). `uid` is the caller's. */
@@ -126,6 +129,7 @@ export class FuseSession {
   private readonly dirs = new Map<number, DirHandle>();
   private nextDir = 1;
   private noOpendir = false;
+  private noOpen = false;
   /** Entries of recently listed directories by node id (READDIR without OPENDIR). */
   private readonly dirCache = new Map<number, FuseDirItem[]>();
   private ended = false;
@@ -253,12 +257,16 @@ export class FuseSession {
       case Op.OPEN: {
         const flags = body.readUInt32LE(0);
         if ((flags & 3) !== fsConstants.O_RDONLY || flags & fsConstants.O_TRUNC) return this.fail(h, E.EROFS);
+        // ENOSYS turns on zero-message opens: the kernel sends no OPEN/RELEASE from now on and
+        // READ comes with handle 0 (served by readNode).
+        if (this.noOpen) return this.fail(h, E.ENOSYS);
         return then(fs.open(h.nodeid, flags), (fh) => this.ok(h, openOut(fh, Fopen.KEEP_CACHE)));
       }
       case Op.READ: {
         const fh = readU64(body, 0);
         const offset = readU64(body, 8);
         const size = body.readUInt32LE(16);
+        if (fh === 0 && fs.readNode) return then(fs.readNode(h.nodeid, offset, size), (data) => this.ok(h, data));
         return then(fs.read(fh, offset, size), (data) => this.ok(h, data));
       }
       case Op.RELEASE:
@@ -309,8 +317,9 @@ export class FuseSession {
       return this.ok(h, b);
     }
     const want =
-      Init.ASYNC_READ | Init.PARALLEL_DIROPS | Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO | Init.CACHE_SYMLINKS | Init.MAX_PAGES | Init.POSIX_ACL | Init.BIG_WRITES | Init.NO_OPENDIR_SUPPORT;
+      Init.ASYNC_READ | Init.PARALLEL_DIROPS | Init.DO_READDIRPLUS | Init.READDIRPLUS_AUTO | Init.CACHE_SYMLINKS | Init.MAX_PAGES | Init.POSIX_ACL | Init.BIG_WRITES | Init.NO_OPENDIR_SUPPORT | Init.NO_OPEN_SUPPORT;
     this.noOpendir = (i.flags & Init.NO_OPENDIR_SUPPORT) !== 0;
+    this.noOpen = (i.flags & Init.NO_OPEN_SUPPORT) !== 0 && typeof this.fs.readNode === 'function';
     this.ok(
       h,
       initOut({
