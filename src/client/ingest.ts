@@ -15,13 +15,15 @@
  * the next attempt; areas of dead owners untouched for a week are deleted by later pulls.
  */
 import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ObjectDir } from '../store/objects.js';
 import type { Store } from '../store/store.js';
-import { fsyncDir } from '../store/atomic.js';
+import { fsyncDir, tempPath } from '../store/atomic.js';
+import { DigestMismatchError } from '../store/errors.js';
 import { isAlive, selfId } from '../store/procid.js';
-import { toHex } from '../verity/digest.js';
+import { fsverityDigest, toHex } from '../verity/digest.js';
 import { digestFilesSettled } from '../verity/parallel.js';
 import type { ObjectRef } from '../sign/image-facts.js';
 
@@ -71,6 +73,7 @@ export class Ingest {
   /** True if the directory was adopted from a pull that died. */
   readonly adopted: boolean;
   private readonly store: Store;
+  private readonly madeDirs = new Set<string>();
 
   private constructor(store: Store, dir: string, adopted: boolean) {
     this.store = store;
@@ -122,6 +125,45 @@ export class Ingest {
     active.delete(this.dir);
   }
 
+  /**
+   * Add a small object held in memory, verified first: content whose digest is not `digest`
+   * is refused (DigestMismatchError) before anything is written. Written with synchronous
+   * calls — for thousands of small files that is several times cheaper than a thread-pool
+   * round trip per call — to a temporary file renamed into place; not fsynced (the commit
+   * syncs the filesystem once). Where fs-verity works, goes through ObjectDir instead.
+   */
+  async addSmall(digest: Buffer, data: Buffer, where: string): Promise<void> {
+    const got = fsverityDigest(data);
+    if (!got.equals(digest)) throw new DigestMismatchError(where, toHex(digest), toHex(got));
+    if (this.objects.verity.supported !== false && (await this.objects.verity.probe())) {
+      await this.objects.addBuffer(data, { expected: digest });
+      return;
+    }
+    const final = this.objects.path(digest);
+    const sub = dirname(final);
+    if (!this.madeDirs.has(sub)) {
+      mkdirSync(sub, { recursive: true });
+      this.madeDirs.add(sub);
+    }
+    const tmp = tempPath(this.store.tmpDir);
+    try {
+      const fd = openSync(tmp, 'wx', 0o644);
+      try {
+        for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, final);
+    } catch (err) {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* not created */
+      }
+      throw err;
+    }
+  }
+
   /** Path of the verified image. */
   get imagePath(): string {
     return join(this.dir, 'image');
@@ -156,16 +198,17 @@ export class Ingest {
     if (digests.length === 0) return;
     const paths = digests.map((d) => this.objects.path(d));
     if (!(await syncFilesystem(this.dir))) await fsyncFiles(paths);
+    // Synchronous renames: cheap here, and nothing else is going on at this point.
     const dirs = new Set<string>();
     for (let i = 0; i < digests.length; i++) {
       const dst = this.store.objects.path(digests[i]!);
       const sub = dirname(dst);
       if (!dirs.has(sub)) {
-        await mkdir(sub, { recursive: true });
+        mkdirSync(sub, { recursive: true });
         dirs.add(sub);
       }
       try {
-        await rename(paths[i]!, dst);
+        renameSync(paths[i]!, dst);
       } catch (err) {
         // Committed by an earlier, interrupted commit of this area: the object must be there.
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !(await this.store.objects.has(digests[i]!))) throw err;

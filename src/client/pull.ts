@@ -17,6 +17,7 @@
  *     the store's objects, images and tags as they were.
  * The whole pull holds a store lease, so gc cannot collect what it adds before the tag exists.
  */
+import { statSync } from 'node:fs';
 import { readFile, rename, unlink } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Store } from '../store/store.js';
@@ -108,6 +109,9 @@ export interface PullSummary {
   plan?: PullPlan;
 }
 
+/** Objects up to this size are received whole and verified before they are written. */
+const SMALL_OBJECT = 256 * 1024;
+
 /** Sum of sizes. */
 function amount(objs: ObjectRef[]): Amount {
   let bytes = 0;
@@ -141,18 +145,10 @@ function statsDiff(a: WireStats, b: WireStats): WireStats {
   return { received: a.received - b.received, sent: a.sent - b.sent, requests: a.requests - b.requests };
 }
 
-async function presentIn(store: Store, objs: ObjectRef[]): Promise<boolean[]> {
-  const out: boolean[] = new Array(objs.length).fill(false);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 32 }, async () => {
-      while (next < objs.length) {
-        const i = next++;
-        out[i] = await store.objects.has(objs[i]!.digest);
-      }
-    }),
-  );
-  return out;
+/** Which objects the store has (synchronous stats: about 8 µs each, far cheaper than a
+ * thread-pool round trip; a pull does nothing else meanwhile). */
+function presentIn(store: Store, objs: ObjectRef[]): boolean[] {
+  return objs.map((o) => statSync(store.objects.path(o.digest), { throwIfNoEntry: false })?.isFile() ?? false);
 }
 
 /** Local tagged images sharing objects with `needed`. */
@@ -264,7 +260,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     progress.phase = 'plan';
     report();
     if (!dryRun) ingest ??= await Ingest.open(store, image);
-    const inStore = await presentIn(store, facts.objects);
+    const inStore = presentIn(store, facts.objects);
     const present = facts.objects.filter((_, i) => inStore[i]);
     const absent = facts.objects.filter((_, i) => !inStore[i]);
     const staged = ingest ? await ingest.present(absent) : new Set<string>();
@@ -357,7 +353,14 @@ async function fetchAll(opts: PullOptions, ingest: Ingest, objs: ObjectRef[], pr
           }
         }
         try {
-          await ingest.objects.addStream(counted(), { expected: o.digest, size: o.size });
+          if (o.size <= SMALL_OBJECT) {
+            // Small: whole in memory (the remote bounds it to o.size), verified, then written.
+            const parts: Buffer[] = [];
+            for await (const c of counted()) parts.push(c);
+            await ingest.addSmall(o.digest, parts.length === 1 ? parts[0]! : Buffer.concat(parts), `object ${hex} from ${opts.remote.location}`);
+          } else {
+            await ingest.objects.addStream(counted(), { expected: o.digest, size: o.size });
+          }
         } catch (err) {
           const code = (err as { code?: string }).code;
           if (code === 'DIGEST_MISMATCH' || code === 'SIZE_MISMATCH') {

@@ -10,6 +10,7 @@
  */
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { open, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -57,6 +58,16 @@ export interface ServerOptions {
 const READ_CHUNK = 256 * 1024;
 /** Most bytes of a refused request's body read (and dropped) before the connection is cut. */
 const DRAIN_LIMIT = 8 << 20;
+/** Objects up to this size are read whole into a pack. */
+const SMALL_OBJECT = 64 * 1024;
+
+/** One object of a pack: loaded (small), to be streamed (large: no data) or absent (size -1). */
+interface Loaded {
+  d: Buffer;
+  size: number;
+  data?: Buffer;
+}
+
 /** Below this, compressing a single object or image does not pay. */
 const MIN_COMPRESS = 1024;
 
@@ -146,42 +157,84 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     const headers: Record<string, string> = { 'Content-Type': PACK_MEDIA_TYPE, 'Cache-Control': 'no-store' };
     if (enc !== 'identity') headers['Content-Encoding'] = enc;
     res.writeHead(200, headers);
+    // Small objects are read whole with synchronous calls (from the page cache that costs about
+    // 10 µs; a thread-pool round trip per call costs several times that) and sent in coalesced
+    // chunks of about READ_CHUNK — the loop yields between chunks, so no client waits long.
+    // Large objects are streamed asynchronously. Bytes held per response: about READ_CHUNK.
+    const load = (d: Buffer): Loaded => {
+      let fd: number;
+      try {
+        fd = openSync(store.objects.path(d), 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { d, size: -1 };
+        throw err;
+      }
+      try {
+        const size = fstatSync(fd).size;
+        if (size > SMALL_OBJECT) return { d, size };
+        const data = Buffer.allocUnsafe(size);
+        let off = 0;
+        while (off < size) {
+          const n = readSync(fd, data, off, size - off, off);
+          if (n === 0) break;
+          off += n;
+        }
+        return { d, size: off, data: off === size ? data : data.subarray(0, off) };
+      } finally {
+        closeSync(fd);
+      }
+    };
     async function* frames(): AsyncGenerator<Buffer> {
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
       for (const d of digests) {
         if (res.destroyed) return;
-        let fh: FileHandle;
-        try {
-          fh = await open(store.objects.path(d), 'r');
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-          yield frameHeader(d, ABSENT);
-          continue;
+        const o = load(d);
+        if (o.size < 0) {
+          batch.push(frameHeader(o.d, ABSENT));
+          batchBytes += 40;
+        } else if (o.data) {
+          batch.push(frameHeader(o.d, o.size), o.data);
+          batchBytes += 40 + o.size;
+        } else {
+          if (batch.length) yield Buffer.concat(batch);
+          batch = [];
+          batchBytes = 0;
+          let fh: FileHandle;
+          try {
+            fh = await open(store.objects.path(o.d), 'r');
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+            yield frameHeader(o.d, ABSENT); // removed meanwhile
+            continue;
+          }
+          try {
+            yield frameHeader(o.d, o.size);
+            if (o.size > 0) yield* fileRange(fh, 0, o.size - 1);
+          } finally {
+            await fh.close();
+          }
         }
-        try {
-          const size = (await fh.stat()).size;
-          yield frameHeader(d, size);
-          if (size > 0) yield* fileRange(fh, 0, size - 1);
-        } finally {
-          await fh.close();
+        if (batchBytes >= READ_CHUNK) {
+          yield Buffer.concat(batch);
+          batch = [];
+          batchBytes = 0;
         }
       }
-      yield trailer();
+      batch.push(trailer());
+      yield Buffer.concat(batch);
     }
     await stream(res, frames(), enc);
   };
 
   const query = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const digests = parseDigestList(await readBody(req, MAX_QUERY_DIGESTS * 32, 'query'), MAX_QUERY_DIGESTS);
+    // Synchronous stats (about 8 µs each from the dentry cache), yielding every 1024.
     const bits: boolean[] = new Array(digests.length).fill(false);
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (next < digests.length) {
-          const i = next++;
-          bits[i] = await store.objects.has(digests[i]!);
-        }
-      }),
-    );
+    for (let i = 0; i < digests.length; i++) {
+      bits[i] = statSync(store.objects.path(digests[i]!), { throwIfNoEntry: false })?.isFile() ?? false;
+      if (i % 1024 === 1023) await new Promise((r) => setImmediate(r));
+    }
     const body = encodeBitmap(bits);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(body.length), 'X-Cfsdist-Present': String(bits.filter(Boolean).length) });
     res.end(body);
