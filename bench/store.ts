@@ -87,13 +87,36 @@ export async function run(): Promise<BenchRow[]> {
   const paths = ensureFiles();
   const work = mkdtempSync('/var/tmp/cfsdist-bench-store-');
   try {
-    // Warm the page cache for the source files.
-    await digestFiles(paths.slice(0, 1000));
+    // Digests first (other benchmarks on this machine may drop the page cache): warm the cache,
+    // then tool and ours alternately, best of 2 each.
+    await digestFiles(paths);
+    let toolSeconds = Infinity;
+    let digestSeconds = Infinity;
+    for (let round = 0; round < 2; round++) {
+      const t1 = process.hrtime.bigint();
+      let b = 0;
+      await Promise.all(
+        Array.from({ length: 2 }, async () => {
+          while (b < paths.length) {
+            const batch = paths.slice(b, b + 1000);
+            b += 1000;
+            await runCmd('fsverity', ['digest', ...batch]);
+          }
+        }),
+      );
+      toolSeconds = Math.min(toolSeconds, Number(process.hrtime.bigint() - t1) / 1e9);
+      const t0 = process.hrtime.bigint();
+      await digestFiles(paths);
+      digestSeconds = Math.min(digestSeconds, Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+
+    // Adds: ours, again (all present), then C mkcomposefs --digest-store on the same tree.
     const store = await Store.open(join(work, 'store'), { create: true });
     const first = await addAll(store, paths);
     const again = await addAll(store, paths);
     let refSeconds: number | undefined;
     if (existsSync(MKCOMPOSEFS)) {
+      await digestFiles(paths); // re-warm the source files for the reference too
       const objs = join(work, 'ref-objects');
       mkdirSync(objs);
       refSeconds = await runCmd(MKCOMPOSEFS, [`--digest-store=${objs}`, SRC, join(work, 'ref.cfs')]);
@@ -101,22 +124,6 @@ export async function run(): Promise<BenchRow[]> {
       const ours = (await store.objects.scan()).objects.length;
       if (refCount !== ours) throw new Error(`object counts differ: ours ${ours}, mkcomposefs ${refCount}`);
     }
-
-    const t0 = process.hrtime.bigint();
-    await digestFiles(paths);
-    const digestSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const t1 = process.hrtime.bigint();
-    let b = 0;
-    await Promise.all(
-      Array.from({ length: 2 }, async () => {
-        while (b < paths.length) {
-          const batch = paths.slice(b, b + 1000);
-          b += 1000;
-          await runCmd('fsverity', ['digest', ...batch]);
-        }
-      }),
-    );
-    const toolSeconds = Number(process.hrtime.bigint() - t1) / 1e9;
 
     return [
       {
@@ -139,7 +146,7 @@ export async function run(): Promise<BenchRow[]> {
         unit: 'files/s',
         reference: N / toolSeconds,
         ratio: toolSeconds / digestSeconds,
-        note: 'reference: fsverity digest, 1,000 files per process, 2 processes at a time',
+        note: 'page-cached; reference: fsverity digest, 1,000 files per process, 2 processes at a time; best of 2, alternating',
       },
     ];
   } finally {

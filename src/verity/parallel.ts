@@ -120,14 +120,18 @@ export class VerityPool {
     return new Uint8Array(r.hashes);
   }
 
-  /** Whole-file digests of a batch of files; an entry is an Error for a file that failed. */
-  async files(paths: string[]): Promise<(Error | { digest: Buffer; size: number })[]> {
-    const r = await this.run({ kind: 'files', paths });
+  /** Whole-file digests of a batch of files; an entry is an Error for a file that failed, or
+   * (no digest) the size of a file of `largeMin` bytes or more, which was left unhashed. */
+  async files(paths: string[], largeMin = Number.MAX_SAFE_INTEGER): Promise<(Error | { digest?: Buffer; size: number })[]> {
+    const r = await this.run({ kind: 'files', paths, largeMin });
     if (r.kind !== 'files') throw new DigestError('VERITY_WORKER', 'unexpected worker reply');
     const all = Buffer.from(r.digests);
-    return paths.map((p, i) =>
-      r.errors[i] !== null ? new DigestError('VERITY_IO', r.errors[i] ?? p) : { digest: Buffer.from(all.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE)), size: r.sizes[i] },
-    );
+    return paths.map((p, i) => {
+      const e = r.errors[i];
+      if (e !== null) return new DigestError('VERITY_IO', e ?? p);
+      if (r.sizes[i] >= largeMin) return { size: r.sizes[i] };
+      return { digest: Buffer.from(all.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE)), size: r.sizes[i] };
+    });
   }
 
   /** Stop the workers; pending requests are rejected. */
@@ -200,7 +204,6 @@ function ioMessage(err: unknown): string {
 
 /** Below this much work in all, digestFiles hashes on the calling thread. */
 const INLINE_MAX_BYTES = 2 << 20;
-const INLINE_MAX_FILES = 256;
 
 async function digestFileHere(path: string): Promise<{ digest: Buffer; size: number }> {
   const fh = await open(path, 'r');
@@ -219,84 +222,59 @@ async function digestFileHere(path: string): Promise<{ digest: Buffer; size: num
 }
 
 const BATCH_FILES = 64;
-const BATCH_BYTES = 4 << 20;
-const STAT_CONCURRENCY = 64;
+/** Up to this many paths, digestFiles stats them here to decide whether workers are worth it. */
+const FEW_FILES = 16;
 
 /** One result of digestFilesSettled: a digest and size, or the error for that file. */
 export type DigestResult = { path: string; digest: Buffer; size: number } | { path: string; error: Error };
 
-/** fs-verity digests of many files, in input order, each entry a result or that file's error. */
+/** fs-verity digests of many files, in input order, each entry a result or that file's error.
+ * Workers open, stat and hash the files in batches of 64 (no per-file round trip through this
+ * thread); a file of PARALLEL_MIN_SIZE or more is handed back and split over all workers. */
 export async function digestFilesSettled(paths: string[], opts: { pool?: VerityPool } = {}): Promise<DigestResult[]> {
-  const pool = opts.pool ?? sharedPool();
   const results: DigestResult[] = new Array(paths.length);
-  const sizes: number[] = new Array(paths.length).fill(-1);
-  // stat with bounded concurrency
-  for (let i = 0; i < paths.length; i += STAT_CONCURRENCY) {
-    await Promise.all(
-      paths.slice(i, i + STAT_CONCURRENCY).map(async (p, k) => {
-        try {
-          const st = await stat(p);
-          if (!st.isFile()) results[i + k] = { path: p, error: new DigestError('VERITY_IO', `${p}: not a regular file`) };
-          else sizes[i + k] = st.size;
-        } catch (err) {
-          results[i + k] = { path: p, error: new DigestError('VERITY_IO', `${p}: ${ioMessage(err)}`) };
-        }
-      }),
-    );
-  }
-  const large: number[] = [];
-  const batches: number[][] = [];
-  let cur: number[] = [];
-  let curBytes = 0;
-  sizes.forEach((s, i) => {
-    if (s < 0) return;
-    if (s >= PARALLEL_MIN_SIZE) {
-      large.push(i);
-      return;
-    }
-    cur.push(i);
-    curBytes += s;
-    if (cur.length >= BATCH_FILES || curBytes >= BATCH_BYTES) {
-      batches.push(cur);
-      cur = [];
-      curBytes = 0;
-    }
-  });
-  if (cur.length > 0) batches.push(cur);
+  const ioError = (p: string, err: unknown): DigestResult => ({ path: p, error: new DigestError('VERITY_IO', `${p}: ${ioMessage(err)}`) });
 
-  // Little work in all: not worth starting worker threads (tens of ms) — hash here.
-  const smallBytes = batches.reduce((n, idx) => n + idx.reduce((m, i) => m + sizes[i], 0), 0);
-  if (!opts.pool && large.length === 0 && smallBytes <= INLINE_MAX_BYTES && paths.length <= INLINE_MAX_FILES) {
-    for (const idx of batches) {
-      for (const i of idx) {
+  // A few small files: not worth starting worker threads (tens of ms) — hash them here.
+  if (!opts.pool && paths.length <= FEW_FILES) {
+    const sizes = await Promise.all(paths.map((p) => stat(p).then((st) => (st.isFile() ? st.size : -1), () => -1)));
+    if (sizes.reduce((n, x) => n + Math.max(x, 0), 0) <= INLINE_MAX_BYTES) {
+      for (let i = 0; i < paths.length; i++) {
         try {
+          const st = await stat(paths[i]);
+          if (!st.isFile()) throw new Error('not a regular file');
           const { digest, size } = await digestFileHere(paths[i]);
           results[i] = { path: paths[i], digest, size };
         } catch (err) {
-          results[i] = { path: paths[i], error: new DigestError('VERITY_IO', `${paths[i]}: ${ioMessage(err)}`) };
+          results[i] = ioError(paths[i], err);
         }
       }
+      return results;
     }
-    return results;
   }
 
-  // Small files: keep the pool busy with a bounded number of batches outstanding.
-  let b = 0;
+  const pool = opts.pool ?? sharedPool();
+  const large: { i: number; size: number }[] = [];
+  let next = 0;
   const runner = async (): Promise<void> => {
-    while (b < batches.length) {
-      const idx = batches[b++];
-      const r = await pool.files(idx.map((i) => paths[i]));
+    while (next < paths.length) {
+      const start = next;
+      next = Math.min(paths.length, next + BATCH_FILES);
+      const r = await pool.files(paths.slice(start, next), PARALLEL_MIN_SIZE);
       r.forEach((x, k) => {
-        const i = idx[k];
-        results[i] = x instanceof Error ? { path: paths[i], error: x } : { path: paths[i], digest: x.digest, size: x.size };
+        const i = start + k;
+        if (x instanceof Error) results[i] = { path: paths[i], error: x };
+        else if (x.digest) results[i] = { path: paths[i], digest: x.digest, size: x.size };
+        else large.push({ i, size: x.size });
       });
     }
   };
   await Promise.all(Array.from({ length: pool.size * PER_WORKER_INFLIGHT }, runner));
 
-  for (const i of large) {
+  large.sort((x, y) => x.i - y.i);
+  for (const { i, size } of large) {
     try {
-      results[i] = { path: paths[i], digest: await digestFileSegments(paths[i], sizes[i], { pool }), size: sizes[i] };
+      results[i] = { path: paths[i], digest: await digestFileSegments(paths[i], size, { pool }), size };
     } catch (err) {
       results[i] = { path: paths[i], error: err as Error };
     }

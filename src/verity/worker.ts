@@ -6,13 +6,13 @@
  *  - `files`: whole fs-verity digests of a batch of small files.
  */
 import { parentPort } from 'node:worker_threads';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { BLOCK_SIZE, FsVerityHasher, HASH_SIZE, hashLeaves } from './digest.js';
 
 /** A request from the pool. */
 export type WorkerRequest =
   | { id: number; kind: 'leaves'; path: string; offset: number; length: number }
-  | { id: number; kind: 'files'; paths: string[] };
+  | { id: number; kind: 'files'; paths: string[]; largeMin: number };
 
 /** A reply to the pool. */
 export type WorkerReply =
@@ -49,31 +49,44 @@ function leaves(path: string, offset: number, length: number): ArrayBuffer {
   return out.buffer;
 }
 
-function files(paths: string[]): { digests: ArrayBuffer; sizes: number[]; errors: (string | null)[] } {
+/** "ENOENT: no such file or directory, open '/x'" → "no such file or directory (ENOENT)". */
+function ioMessage(err: unknown): string {
+  const m = /^([A-Z]+): (.*?), \w+ '.*'$/.exec((err as Error)?.message ?? String(err));
+  return m ? `${m[2]} (${m[1]})` : ((err as Error)?.message ?? String(err));
+}
+
+function files(paths: string[], largeMin: number): { digests: ArrayBuffer; sizes: number[]; errors: (string | null)[] } {
   const digests = new Uint8Array(paths.length * HASH_SIZE);
   const sizes: number[] = [];
   const errors: (string | null)[] = [];
   paths.forEach((path, i) => {
+    let fd: number | undefined;
     try {
-      const fd = openSync(path, 'r');
-      try {
-        const h = new FsVerityHasher();
-        let pos = 0;
-        for (;;) {
-          const n = readSync(fd, buf, 0, CHUNK, pos);
-          if (n === 0) break;
-          h.update(buf.subarray(0, n));
-          pos += n;
-        }
-        digests.set(h.digest(), i * HASH_SIZE);
-        sizes.push(pos);
+      fd = openSync(path, 'r');
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new Error('not a regular file');
+      if (st.size >= largeMin) {
+        // Left to the caller, who splits it over all workers.
+        sizes.push(st.size);
         errors.push(null);
-      } finally {
-        closeSync(fd);
+        return;
       }
+      const h = new FsVerityHasher();
+      let pos = 0;
+      for (;;) {
+        const n = readSync(fd, buf, 0, CHUNK, pos);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+        pos += n;
+      }
+      digests.set(h.digest(), i * HASH_SIZE);
+      sizes.push(pos);
+      errors.push(null);
     } catch (err) {
       sizes.push(-1);
-      errors.push((err as Error)?.message ?? String(err));
+      errors.push(`${path}: ${ioMessage(err)}`);
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   });
   return { digests: digests.buffer, sizes, errors };
@@ -88,7 +101,7 @@ parentPort?.on('message', (req: WorkerRequest) => {
       reply = { id: req.id, ok: true, kind: 'leaves', hashes };
       transfer.push(hashes);
     } else {
-      const r = files(req.paths);
+      const r = files(req.paths, req.largeMin);
       reply = { id: req.id, ok: true, kind: 'files', digests: r.digests, sizes: r.sizes, errors: r.errors };
       transfer.push(r.digests);
     }
