@@ -119,6 +119,25 @@ test('a re-pull fetches nothing, not even the image', async () => {
   assert.equal(s.wire.requests, 2, 'statement and fs-verity signature lookups only');
 });
 
+test('zstd and gzip: the same result with fewer bytes on the wire (auto sends none to loopback)', async () => {
+  const content = bytesOf(fam.v2.objects) + fam.v2.imageSize;
+  const seen: Record<string, number> = {};
+  for (const mode of ['zstd', 'gzip', 'auto']) {
+    const store = join(dir, `enc-${mode}`);
+    const r = await runCli(['pull', `${srv.url}/${fam.name}:v2`, '--store', store, '--trust', pub, '--json', '--compress', mode]);
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout);
+    assert.equal(s.objects.fetched, fam.v2.objects.length);
+    seen[mode] = s.wire.received;
+    const st = await Store.open(store);
+    for (const o of fam.v2.objects) assert.equal(await st.objects.verify(o.digest), true);
+  }
+  // a third of the files are text: compression must show
+  assert.ok(seen.zstd! < content * 0.9, `zstd: ${seen.zstd} bytes for ${content}`);
+  assert.ok(seen.gzip! < content * 0.9, `gzip: ${seen.gzip} bytes for ${content}`);
+  assert.ok(seen.auto! > content, `auto to loopback compresses nothing: ${seen.auto} for ${content}`);
+});
+
 test('refusals name the problem: no trust, unknown tag, bad reference', async () => {
   const noTrust = await runCli(['pull', `${srv.url}/${fam.name}:v2`, '--store', join(dir, 'c2')]);
   assert.equal(noTrust.code, 1);

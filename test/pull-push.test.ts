@@ -1,7 +1,7 @@
 /**
  * Push to a real `cfsdist serve --token-file`: refused with 401 (no token) and 403 (wrong
- * token) leaving the server store untouched; with the token, v1 sends everything, v2 only the
- * objects v1 lacks, a repeat sends nothing; an unsigned tag is not pushed; an older statement
+ * token) leaving the server store untouched; with the token, v1 sends everything (zstd), v2
+ * only the objects v1 lacks (gzip), a repeat nothing; an unsigned tag is not pushed; an older statement
  * is refused by the server; what was pushed pulls back intact.
  */
 import { test, before, after } from 'node:test';
@@ -42,8 +42,8 @@ after(async () => {
   cleanup(dir, fam?.root ?? '');
 });
 
-async function pushJson(tag: string, tokenFile = join(dir, 'token')): Promise<Record<string, any>> {
-  const r = await runCli(['push', `${fam.name}:${tag}`, srv.url, '--store', fam.storeDir, '--token-file', tokenFile, '--json']);
+async function pushJson(tag: string, tokenFile = join(dir, 'token'), extra: string[] = []): Promise<Record<string, any>> {
+  const r = await runCli(['push', `${fam.name}:${tag}`, srv.url, '--store', fam.storeDir, '--token-file', tokenFile, '--json', ...extra]);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
@@ -62,11 +62,11 @@ test('push without a token (401) or with a wrong one (403) is refused and stores
 });
 
 test('push v1 sends everything, v2 only what the server lacks, a repeat nothing', async () => {
-  const p1 = await pushJson('v1');
+  const p1 = await pushJson('v1', join(dir, 'token'), ['--compress', 'zstd']);
   assert.deepEqual(p1.objects, { needed: fam.v1.objects.length, present: 0, sent: fam.v1.objects.length });
   assert.equal(p1.bytes.sent, bytesOf(fam.v1.objects));
   const fresh = newObjects(fam.v1, fam.v2);
-  const p2 = await pushJson('v2');
+  const p2 = await pushJson('v2', join(dir, 'token'), ['--compress', 'gzip']);
   assert.deepEqual(p2.objects, { needed: fam.v2.objects.length, present: fam.v2.objects.length - fresh.length, sent: fresh.length });
   assert.equal(p2.bytes.sent, bytesOf(fresh));
   const p3 = await pushJson('v2');

@@ -23,6 +23,21 @@ export interface HttpRemoteOptions {
   maxSockets?: number;
 }
 
+/** True for a loopback host (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * The encoding mode a client uses: `auto` compresses (zstd, else gzip) except to a loopback
+ * server, where bandwidth is free and compressing only costs time (measured: bench/pull.ts);
+ * an explicit mode is used as given.
+ */
+export function clientCompressMode(mode: CompressMode, hostname: string): CompressMode {
+  return mode === 'auto' && isLoopback(hostname) ? 'none' : mode;
+}
+
 function encPath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
@@ -35,9 +50,10 @@ export class HttpRemote implements PushTarget {
   private uploadEncoding: Encoding;
 
   constructor(base: string, opts: HttpRemoteOptions = {}) {
-    this.http = new HttpClient(base, { timeoutMs: opts.timeoutMs, compress: opts.compress, token: opts.token, maxSockets: opts.maxSockets });
+    const mode = clientCompressMode(opts.compress ?? 'auto', new URL(base).hostname);
+    this.http = new HttpClient(base, { timeoutMs: opts.timeoutMs, compress: mode, token: opts.token, maxSockets: opts.maxSockets });
     this.location = this.http.base.origin;
-    this.uploadEncoding = encodingsFor(opts.compress ?? 'auto')[0] ?? 'identity';
+    this.uploadEncoding = encodingsFor(mode)[0] ?? 'identity';
   }
 
   private req(method: string, path: string, opts: Parameters<HttpClient['request']>[2] = {}) {

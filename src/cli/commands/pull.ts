@@ -31,7 +31,7 @@ export function register(program: Command): void {
     .option('--dry-run', 'print the plan (what would be fetched, what is shared with local images); change nothing')
     .option('--concurrency <n>', 'requests in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server sends nothing for this long (default 30)')
-    .option('--compress <mode>', 'accepted encodings: auto, zstd, gzip, none (default auto)')
+    .option('--compress <mode>', 'accepted encodings: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
     .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
       const g = globals(cmd);
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
@@ -80,7 +80,7 @@ export function register(program: Command): void {
     .option('--token-file <file>', 'bearer token of the server (default $CFSDIST_TOKEN)')
     .option('--concurrency <n>', 'uploads in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server answers nothing for this long (default 30)')
-    .option('--compress <mode>', 'upload encoding: auto, zstd, gzip, none (default auto)')
+    .option('--compress <mode>', 'upload encoding: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
     .action(async (ref: string, url: string, opts: { tokenFile?: string; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
       const g = globals(cmd);
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
