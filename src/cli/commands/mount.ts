@@ -136,15 +136,15 @@ async function serveFuse(g: GlobalOptions, m: MountModule, store: StoreT, img: R
   if (process.env.CFSDIST_MOUNT_NOTIFY === '1') process.stdout.write(`ready ${process.pid}\n`);
   else if (g.json) outJson({ mountpoint: mp, image: img.path, mode: 'fuse', pid: process.pid, api: fm.api });
   else info(g, `mounted ${img.ref} at ${mp} (FUSE, verified reads${opts.remote ? `, lazy pull from ${opts.remote}` : ''}); serving until unmounted`);
+  let s: Awaited<typeof fm.done>;
   try {
-    await fm.done;
+    s = await fm.done;
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     process.off('SIGHUP', stop);
     fetcher?.close?.();
   }
-  const s = fm.objects.stats;
   process.stderr.write(`cfsdist: ${mp} unmounted; ${s.verified} objects verified (${s.hashedBytes} bytes), ${s.fetched} fetched, ${s.corrupt} integrity failures\n`);
 }
 

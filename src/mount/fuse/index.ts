@@ -1,8 +1,10 @@
 /**
- * The userspace mount: an image served over FUSE by this process, every object verified before
- * its bytes are returned (verified.ts), missing objects optionally fetched on first access.
+ * The userspace mount: an image served over FUSE by this process — the session on a thread of
+ * its own (worker.ts) — every object verified before its bytes are returned (verified.ts),
+ * missing objects optionally fetched on first access through a fetcher this thread owns.
  */
-import { openSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { readFile, stat } from 'node:fs/promises';
 import { ErofsImage } from '../../erofs/reader.js';
 import { isAlive, selfId } from '../../store/procid.js';
@@ -16,9 +18,7 @@ import type { MountState } from '../state.js';
 import { MountApi, MOUNT_ATTR_RDONLY } from '../syscalls.js';
 import type { ObjectFetcher } from '../fetcher.js';
 import { unmount } from '../umount.js';
-import { ImageFs } from './fs.js';
-import { FuseSession } from './server.js';
-import { VerifiedObjects } from './verified.js';
+import type { FetchReply, WorkerInput, WorkerMessage } from './worker.js';
 
 export { FuseSession, FuseErrno } from './server.js';
 export type { FuseFs, FuseEntry, FuseDirItem } from './server.js';
@@ -50,30 +50,47 @@ export interface FuseMountOptions {
   logFile?: string;
 }
 
-/** A live FUSE mount served by this process. */
+/** Counters of a FUSE mount, reported when it ends. */
+export interface FuseStats {
+  /** Objects hashed whole (first opens). */
+  verified: number;
+  /** Bytes hashed whole. */
+  hashedBytes: number;
+  /** Objects fetched (lazy pull). */
+  fetched: number;
+  /** Integrity failures (EIO returned). */
+  corrupt: number;
+  /** Requests by FUSE opcode. */
+  requests: Record<string, number>;
+}
+
+/** A live FUSE mount served by this process (on a thread of its own). */
 export interface FuseMount {
   mountpoint: string;
-  session: FuseSession;
-  fs: ImageFs;
-  objects: VerifiedObjects;
   /** `fsmount` or `mount(8)`. */
   api: string;
-  /** Resolves when the mount is gone and the session ended. */
-  done: Promise<void>;
+  /** Resolves with the counters when the mount is gone and the session ended. */
+  done: Promise<FuseStats>;
   /** Unmount (lazily if busy) and wait for the session to end. */
   unmount(): Promise<void>;
 }
 
-/** Read an image, checking its digest when given (in memory up to 512 MiB, else lazily). */
-export async function openImage(path: string, digest?: Buffer): Promise<ErofsImage> {
+/** The image bytes, checked against `digest` when given: in shared memory up to 512 MiB (the
+ * session thread reads them without a copy), else the path (read lazily by the session). */
+async function loadImage(path: string, digest?: Buffer): Promise<SharedArrayBuffer | string> {
   const size = (await stat(path)).size;
-  if (size <= IN_MEMORY_MAX) {
-    const buf = await readFile(path);
-    if (digest && !fsverityDigest(buf).equals(digest)) throw new MountError('IMAGE_CORRUPT', `image ${path} does not have its digest ${toHex(digest)}: it was changed`);
-    return ErofsImage.fromBuffer(buf, path);
+  const corrupt = (): MountError => new MountError('IMAGE_CORRUPT', `image ${path} does not have its digest ${toHex(digest!)}: it was changed`);
+  if (size > IN_MEMORY_MAX) {
+    if (digest && !(await fsverityDigestFile(path)).equals(digest)) throw corrupt();
+    return path;
   }
-  if (digest && !(await fsverityDigestFile(path)).equals(digest)) throw new MountError('IMAGE_CORRUPT', `image ${path} does not have its digest ${toHex(digest)}: it was changed`);
-  return ErofsImage.open(path, { lazy: true });
+  const buf = await readFile(path);
+  if (digest && !fsverityDigest(buf).equals(digest)) throw corrupt();
+  const shared = new SharedArrayBuffer(buf.length);
+  buf.copy(Buffer.from(shared));
+  // Parse it once here, so a malformed image fails the mount rather than the first request.
+  ErofsImage.fromBuffer(Buffer.from(shared), path);
+  return shared;
 }
 
 /** Mount an image with FUSE, served by this process until it is unmounted. */
@@ -88,14 +105,11 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
     await unmount(o.mountpoint); // stale record
   }
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
-  const image = await openImage(o.image, o.imageDigest);
-  const objects = new VerifiedObjects(o.objects, { fetcher: o.fetcher });
-  const fs = new ImageFs(image, objects, { log });
+  const image = await loadImage(o.image, o.imageDigest);
   let fd: number;
   try {
     fd = openSync('/dev/fuse', 'r+');
   } catch (e) {
-    image.close();
     throw new MountError('NO_FUSE', `cannot open /dev/fuse: ${(e as Error).message}`);
   }
   const state: MountState = {
@@ -112,11 +126,41 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
     log: o.logFile,
     time: '',
   };
-  const session = new FuseSession(fd, fs, { log });
+  const input: WorkerInput = { fd, image, imageName: o.image, objects: o.objects, fetch: o.fetcher !== undefined };
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: input });
+  let initDone!: () => void;
+  const init = new Promise<void>((r) => (initDone = r));
+  const done = new Promise<FuseStats>((resolve, reject) => {
+    let stats: FuseStats | undefined;
+    worker.on('message', (m: WorkerMessage) => {
+      if (m.type === 'init') initDone();
+      else if (m.type === 'log') log(m.line);
+      else if (m.type === 'fetch') {
+        const reply = (r: FetchReply): void => worker.postMessage(r);
+        o.fetcher!.fetch(Buffer.from(m.hex, 'hex'), m.size).then(
+          () => reply({ id: m.id }),
+          (e: Error) => reply({ id: m.id, error: e.message }),
+        );
+      } else if (m.type === 'done') {
+        if (m.error) log(`cfsdist fuse: the session ended with an error: ${m.error}`);
+        stats = { ...(m.stats as Omit<FuseStats, 'requests'>), requests: m.requests };
+      }
+    });
+    worker.on('error', reject);
+    worker.on('exit', () => {
+      try {
+        closeSync(fd);
+      } catch {
+        /* already closed */
+      }
+      if (stats) resolve(stats);
+      else reject(new MountError('FUSE_FAILED', `the FUSE session of ${o.mountpoint} ended unexpectedly`));
+    });
+  });
+  done.catch(() => undefined);
   let api = 'fsmount';
   try {
     await writeState(state);
-    session.start();
     const opts = { fd: '3', rootmode: '40000', user_id: String(process.getuid?.() ?? 0), group_id: String(process.getgid?.() ?? 0) };
     const mapi = o.force?.mount8 ? undefined : await MountApi.start([fd]);
     if (mapi) {
@@ -137,26 +181,19 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
       const list = ['ro', ...Object.entries(opts).map(([k, v]) => `${k}=${v}`), 'default_permissions', 'allow_other'];
       await legacyMount(`fuse.${MOUNT_SOURCE}`, MOUNT_SOURCE, o.mountpoint, list, [fd]);
     }
-    await withTimeout(session.initDone(), 10_000, `the kernel did not start the FUSE session for ${o.mountpoint}`);
+    await withTimeout(Promise.race([init, done.then(() => undefined)]), 10_000, `the kernel did not start the FUSE session for ${o.mountpoint}`);
     state.phase = 'mounted';
     state.how = { api };
     await writeState(state);
   } catch (e) {
-    session.stop();
     if (mountAt(o.mountpoint)?.fstype === `fuse.${MOUNT_SOURCE}`) await runUmount(o.mountpoint, true);
+    // Not mounted (or just detached): the session thread is polling, not blocked; stop it.
+    await worker.terminate();
     await removeState(o.mountpoint).catch(() => undefined);
-    image.close();
     throw e;
   }
-  const done = session.done.finally(() => {
-    fs.closeAll();
-    image.close();
-  });
   return {
     mountpoint: o.mountpoint,
-    session,
-    fs,
-    objects,
     api,
     done,
     async unmount(): Promise<void> {
@@ -164,8 +201,8 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
         const err = await runUmount(o.mountpoint);
         if (err && mountAt(o.mountpoint)) await runUmount(o.mountpoint, true);
       }
-      // A lazily detached mount may keep the session until its last user goes; do not wait then.
-      if (!mountAt(o.mountpoint)) await withTimeout(done, 2000, '').catch(() => session.stop());
+      // A lazily detached mount keeps the session until its last user goes; do not wait then.
+      if (!mountAt(o.mountpoint)) await withTimeout(done, 2000, '').catch(() => undefined);
       await removeState(o.mountpoint);
     },
   };

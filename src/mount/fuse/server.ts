@@ -1,17 +1,18 @@
 /**
  * A FUSE session over an open /dev/fuse: reads requests, hands them to a `FuseFs`, writes the
- * replies. Node has no FUSE binding, and the maintained npm ones (fuse-native: libfuse 2, native
- * build, prebuilt binaries fetched at install) do not fit a no-native-dependency project, so the
- * kernel protocol is spoken directly; a read-only filesystem needs only a dozen requests.
+ * replies. Node has no FUSE binding, and the maintained npm ones (fuse-native: libfuse 2, a
+ * native build, prebuilt binaries fetched at install time) do not fit a project without native
+ * dependencies, so the kernel protocol is spoken directly; a read-only filesystem needs only a
+ * dozen requests.
  *
- * Reads of /dev/fuse block until the kernel has a request, so they run in libuv's thread pool
- * (`fs.read`), one outstanding at a time with one buffer sized for the largest request; the
- * request is copied out and the next read issued before it is handled, so slow requests
- * (opening a large object verifies it whole) do not hold up others. Replies are written with one
- * synchronous write each (the kernel takes them at once). When the filesystem is unmounted the
- * read fails with ENODEV and the session ends.
+ * The session runs on a thread of its own (worker.ts) that blocks in read(2) on the device,
+ * handles the request and writes the reply, one request at a time: a request then costs one
+ * wake-up of that thread. Reading through libuv's thread pool instead (a thread blocks, the
+ * event loop is woken for each request) made `ls -lR` 2.5 times slower. A request whose handler
+ * must wait (a lazy fetch) is awaited, so the thread's event loop runs meanwhile; other requests
+ * wait for it. When the filesystem is unmounted the read fails with ENODEV and the session ends.
  */
-import { closeSync, constants as fsConstants, read, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, readSync, writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import {
   Fopen,
@@ -104,6 +105,11 @@ export interface FuseSessionOptions {
   validSec?: number;
   /** Where problems are reported (a request that failed with an unexpected error, …). */
   log?: (line: string) => void;
+  /** Called (synchronously) once the kernel's INIT has been answered. */
+  onInit?: () => void;
+  /** Close the descriptor when the session ends (default true; false when another thread
+   * opened it and will close it). */
+  closeFd?: boolean;
 }
 
 /** Largest write the kernel may send (we get none: read-only) and largest read we serve. */
@@ -135,7 +141,8 @@ export class FuseSession {
   private ended = false;
   private readonly validSec: number;
   private readonly log: (line: string) => void;
-  private onInit: (() => void)[] = [];
+  private readonly initCallback: (() => void) | undefined;
+  private readonly closeFd: boolean;
 
   constructor(
     /** The /dev/fuse descriptor (owned by the session from now on). */
@@ -145,24 +152,48 @@ export class FuseSession {
   ) {
     this.validSec = opts.validSec ?? 86400;
     this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+    this.initCallback = opts.onInit;
+    this.closeFd = opts.closeFd ?? true;
     this.done = new Promise<void>((res, rej) => {
       this.resolveDone = res;
       this.rejectDone = rej;
     });
   }
 
-  /** Start serving. */
-  start(): void {
-    this.readNext();
+  /**
+   * Serve until the filesystem is unmounted (or `stop()`): block in read(2) for each request,
+   * handle it, await it if its handler is asynchronous. Run this on a thread of its own. Until
+   * the device is mounted reads fail with EPERM; they are retried every 5 ms.
+   */
+  async serve(): Promise<void> {
+    while (!this.ended) {
+      let n: number;
+      try {
+        n = readSync(this.fd, this.buf, 0, this.buf.length, null);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') continue; // the request vanished
+        if (code === 'ENODEV') break; // unmounted
+        if (code === 'EPERM' && !this.initialized) {
+          await new Promise((r) => setTimeout(r, 5));
+          continue;
+        }
+        if (code === 'EBADF' && this.ended) break;
+        this.finish(e as Error);
+        return this.done;
+      }
+      if (n < SIZE.inHeader) {
+        this.finish(new Error(`short FUSE request of ${n} bytes`));
+        return this.done;
+      }
+      const r = this.handle(this.buf.subarray(0, n));
+      if (r) await r;
+    }
+    this.finish();
+    return this.done;
   }
 
-  /** Resolves once the kernel's INIT has been answered. */
-  initDone(): Promise<void> {
-    if (this.initialized) return Promise.resolve();
-    return new Promise((r) => this.onInit.push(r));
-  }
-
-  /** Stop serving and close the device (the mount, if still there, then fails with ENOTCONN). */
+  /** Stop serving (after the request being handled) and close the device. */
   stop(): void {
     this.finish();
   }
@@ -170,32 +201,15 @@ export class FuseSession {
   private finish(err?: Error): void {
     if (this.ended) return;
     this.ended = true;
-    try {
-      closeSync(this.fd);
-    } catch {
-      /* already closed */
+    if (this.closeFd) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        /* already closed */
+      }
     }
     if (err) this.rejectDone(err);
     else this.resolveDone();
-  }
-
-  private readNext(): void {
-    if (this.ended) return;
-    read(this.fd, this.buf, 0, this.buf.length, null, (err, n) => {
-      if (this.ended) return;
-      if (err) {
-        const code = err.code;
-        if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') return this.readNext(); // request vanished
-        if (code === 'ENODEV') return this.finish(); // unmounted
-        // Not mounted yet (the session may start before mount(2) attached the device).
-        if (code === 'EPERM' && !this.initialized) return void setTimeout(() => this.readNext(), 5);
-        return this.finish(err);
-      }
-      if (n < SIZE.inHeader) return this.finish(new Error(`short FUSE request of ${n} bytes`));
-      const req = Buffer.from(this.buf.subarray(0, n));
-      this.readNext();
-      this.handle(req);
-    });
   }
 
   private send(b: Buffer): void {
@@ -218,13 +232,14 @@ export class FuseSession {
     this.send(reply(h.unique, -errno));
   }
 
-  private handle(req: Buffer): void {
+  /** Handle one request (the buffer is only valid until the promise, if any, settles). */
+  handle(req: Buffer): Promise<void> | void {
     const h = readInHeader(req);
     const body = req.subarray(SIZE.inHeader, h.len);
     this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
     try {
       const r = this.dispatch(h, body);
-      if (r) r.catch((e: unknown) => this.failWith(h, e));
+      if (r) return r.catch((e: unknown) => this.failWith(h, e));
     } catch (e) {
       this.failWith(h, e);
     }
@@ -333,7 +348,8 @@ export class FuseSession {
       }),
     );
     this.initialized = true;
-    for (const r of this.onInit.splice(0)) r();
+    // Synchronously: the serving thread may block in read(2) before any microtask runs.
+    this.initCallback?.();
   }
 
   private readdir(h: InHeader, body: Buffer, plus: boolean): void {
