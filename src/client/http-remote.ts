@@ -133,7 +133,7 @@ export class HttpRemote implements PushTarget {
         let n = 0;
         for await (const c of await o.open()) {
           n += c.length;
-          yield Buffer.from(c);
+          yield c;
         }
         if (n !== o.size) throw new TransportError('LOCAL_CHANGED', `object ${toHex(o.digest)} changed while being sent (${n} bytes, expected ${o.size})`);
       }

@@ -49,7 +49,7 @@ export interface Remote {
 export interface OutgoingObject {
   digest: Buffer;
   size: number;
-  open(): Promise<AsyncIterable<Buffer>>;
+  open(): Promise<AsyncIterable<Buffer> | Iterable<Buffer>>;
 }
 
 /** A destination of pushes. */

@@ -7,7 +7,10 @@
  *
  * Concurrency with gc on the server: each write takes the store lock for its own duration; a
  * push is several requests, so objects wait for their image under gc's grace period (store.ts).
+ * Durability of pushes: open the store with `fsync: false` (serve does); pushed objects are
+ * made durable by one syncfs when the image that needs them arrives, before it is stored.
  */
+import { spawn } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
@@ -70,6 +73,15 @@ interface Loaded {
 
 /** Below this, compressing a single object or image does not pay. */
 const MIN_COMPRESS = 1024;
+
+/** syncfs(2) of the filesystem holding `path` (coreutils `sync -f`). */
+function syncFilesystem(path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('sync', ['-f', path], { stdio: 'ignore' });
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sync -f ${path} exited with ${code}`))));
+  });
+}
 
 /** Chunks of [start, end] of an open file; fresh buffers (they may be queued downstream). */
 async function* fileRange(fh: FileHandle, start: number, end: number): AsyncGenerator<Buffer> {
@@ -257,7 +269,13 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     let added = 0;
     let existed = 0;
     for await (const e of readPack(requestBody(req, 'pack upload'), 'pack upload')) {
-      const r = await store.objects.addStream(e.body, { expected: e.digest, size: e.size });
+      let r;
+      if (e.size <= SMALL_OBJECT) {
+        // Small: hashed in memory first, so a wrong one is refused before it is written.
+        const parts: Buffer[] = [];
+        for await (const c of e.body) parts.push(c);
+        r = await store.objects.addBuffer(Buffer.concat(parts), { expected: e.digest });
+      } else r = await store.objects.addStream(e.body, { expected: e.digest, size: e.size });
       if (r.existed) existed++;
       else added++;
     }
@@ -285,6 +303,9 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
       for (const o of facts.objects) if (!(await store.objects.has(o.digest))) missing.push(toHex(o.digest));
       if (missing.length > 0) throw new HttpStatusError(409, `image ${hex}: ${missing.length} object(s) it needs are not on the server (push them first)`, { missing: missing.slice(0, 1000) });
       const existed = await store.hasImage(digest);
+      // The objects were written without fsync (one per object is slow): make them durable
+      // once, before an image that needs them exists.
+      if (!existed) await syncFilesystem(store.dir);
       await store.addImage(tmp.path, facts.objects.map((o) => o.digest));
       sendJson(res, existed ? 200 : 201, { image: hex, objects: facts.count, existed });
     } finally {

@@ -48,7 +48,8 @@ export function register(program: Command): void {
       }
       const idle = opts.idleTimeout !== undefined ? Number(opts.idleTimeout) : 120;
       if (!Number.isFinite(idle) || idle <= 0) throw new UsageError('--idle-timeout must be a positive number of seconds');
-      const store = await Store.open(g.store, { create: true });
+      // Pushed objects are synced once per image (server.ts), not one by one.
+      const store = await Store.open(g.store, { create: true, fsync: false });
       const srv = await startServer({
         store,
         host,
