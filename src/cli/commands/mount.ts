@@ -28,7 +28,7 @@ export function register(program: Command): void {
     .option('--fuse', 'userspace mount: every read is verified against the image digests; runs as a daemon')
     .option('--kernel', 'kernel mount only (fail rather than fall back to FUSE)')
     .option('--no-verity', 'kernel mount where fs-verity is unavailable: object contents are then NOT verified')
-    .option('--remote <url>', 'FUSE: fetch missing objects on first access from a cfsdist server, registry, or store directory')
+    .option('--remote <url>', 'FUSE: fetch missing objects on first access from a cfsdist server (http://HOST:PORT) or another store directory')
     .option('--foreground', 'FUSE: serve in this process until unmounted instead of daemonizing')
     .action(async (ref: string, mountpoint: string, opts: MountOpts, cmd: Command) => {
       const g = globals(cmd);
