@@ -8,6 +8,11 @@ import { register as registerInfo } from './commands/info.js';
 import { register as registerDigest } from './commands/digest.js';
 import { register as registerStore } from './commands/store.js';
 import { register as registerImport } from './commands/import.js';
+import { register as registerSign } from './commands/sign.js';
+import { register as registerServe } from './commands/serve.js';
+import { register as registerPull } from './commands/pull.js';
+import { register as registerMount } from './commands/mount.js';
+import { register as registerDemo } from './commands/demo.js';
 
 /** Build the program with every command registered. */
 export function buildProgram(): Command {
@@ -26,6 +31,11 @@ export function buildProgram(): Command {
   registerDigest(program);
   registerStore(program);
   registerImport(program);
+  registerSign(program);
+  registerServe(program);
+  registerPull(program);
+  registerMount(program);
+  registerDemo(program);
   // Global flags are accepted after the subcommand as well.
   for (const cmd of program.commands) addGlobalFlags(cmd);
   return program;
