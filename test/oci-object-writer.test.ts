@@ -38,8 +38,11 @@ test('objects land under their fs-verity digest, through a small ring that wraps
       const { done } = await w.put(chunked(data, [1 + Math.floor(rand() * 9000)]), size);
       results.push(done);
     }
-    // The same content again: reported as present, not written twice.
-    const again = await (await w.put(chunked(datas[3]!), datas[3]!.length)).done;
+    // The same content again: reported as present, not written twice. (Results may wait for
+    // flush(): the writer batches.)
+    const againP = (await w.put(chunked(datas[3]!), datas[3]!.length)).done;
+    await w.flush();
+    const again = await againP;
     const rs = await Promise.all(results);
     await w.close();
     for (let i = 0; i < datas.length; i++) {
@@ -70,6 +73,7 @@ test('a source that fails mid-file rejects that put only; later objects are inta
     await assert.rejects(w.put(chunked(big), big.length - 1), /longer than its size/);
     const good2 = randomBytes(70_000);
     const p2 = (await w.put(chunked(good2, [3333]), good2.length)).done;
+    await w.flush();
     const [r1, r2] = await Promise.all([p1, p2]);
     await w.close();
     assert.ok(readFileSync(join(dir, 'objects', objectPathFor(r1.digest))).equals(good1));
@@ -87,8 +91,12 @@ test('with an fs-verity hook, each new object is handed back, hooked, then renam
     const hooked: string[] = [];
     const w = new ObjectWriter({ dir: join(dir, 'objects'), tmpDir: join(dir, 'tmp'), enableVerity: async (p) => { hooked.push(p); } });
     const a = randomBytes(10_000);
-    const r = await (await w.put(chunked(a), a.length)).done;
-    const r2 = await (await w.put(chunked(a), a.length)).done;
+    const p = (await w.put(chunked(a), a.length)).done;
+    await w.flush();
+    const r = await p;
+    const p2 = (await w.put(chunked(a), a.length)).done;
+    await w.flush();
+    const r2 = await p2;
     await w.close();
     assert.equal(hooked.length, 1);
     assert.ok(hooked[0]!.startsWith(join(dir, 'tmp')));

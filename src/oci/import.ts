@@ -217,6 +217,7 @@ async function readDirectorySource(source: DirectorySource, writer: BlobSink, to
     bytes += inode.size;
     opts.onProgress?.({ layer: 1, layers: 1, bytes, entries: totals.entries, phase: 'layer' });
   }
+  await writer.flush();
   const settled = await Promise.allSettled(pending);
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;

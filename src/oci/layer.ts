@@ -59,8 +59,8 @@ export interface BlobResult {
 }
 
 /** Where file contents go. `put` takes the bytes (resolving once they are consumed, so the tar
- *  reader can move on) and hands back a promise of the stored result; `flush` waits for every
- *  store in flight. */
+ *  reader can move on) and hands back a promise of the stored result, which may only settle
+ *  after `flush()` (a sink may batch); `flush` waits for every store in flight. */
 export interface BlobSink {
   put(chunks: AsyncIterable<Buffer>, size: number): Promise<{ done: Promise<BlobResult> }>;
   flush(): Promise<void>;
@@ -358,6 +358,7 @@ class LayerBuilder {
   }
 
   async finish(): Promise<LayerResult> {
+    await this.sink.flush();
     while (this.pending.size) await Promise.all([...this.pending]);
     if (this.failure) throw this.failure;
     return { root: this.root, implicit: this.implicit, stats: this.stats };
