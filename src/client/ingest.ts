@@ -8,8 +8,9 @@
  * The directory is owned by one live process (its name starts with the owner's identity,
  * store/procid.ts). A pull of the same image whose owner died adopts the directory by renaming
  * it to its own name (atomic: of two racing adopters one wins, the other starts afresh), then
- * re-hashes what it adopted — objects are written without fsync, so after a power cut a file
- * may be damaged; a damaged one is deleted and fetched again. On success the objects are
+ * re-hashes what it adopted — small objects are written in place and nothing is fsynced, so
+ * after a kill or a power cut a file may be short or damaged; such a file is deleted and
+ * fetched again. Nothing in the area is trusted without its digest having been checked. On success the objects are
  * renamed into STORE/objects after one `sync --file-system` (syncfs) makes them durable, and
  * the directory is removed. A failed pull (bad data, timeout) keeps its verified objects for
  * the next attempt; areas of dead owners untouched for a week are deleted by later pulls.
@@ -20,7 +21,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { dirname, join } from 'node:path';
 import { ObjectDir } from '../store/objects.js';
 import type { Store } from '../store/store.js';
-import { fsyncDir, tempPath } from '../store/atomic.js';
+import { fsyncDir } from '../store/atomic.js';
 import { DigestMismatchError } from '../store/errors.js';
 import { isAlive, selfId } from '../store/procid.js';
 import { fsverityDigest, toHex } from '../verity/digest.js';
@@ -129,8 +130,10 @@ export class Ingest {
    * Add a small object held in memory, verified first: content whose digest is not `digest`
    * is refused (DigestMismatchError) before anything is written. Written with synchronous
    * calls — for thousands of small files that is several times cheaper than a thread-pool
-   * round trip per call — to a temporary file renamed into place; not fsynced (the commit
-   * syncs the filesystem once). Where fs-verity works, goes through ObjectDir instead.
+   * round trip per call — straight under its name in the area: no temporary file, since a
+   * file cut short by a crash is caught when an adopting pull re-hashes what it adopts. Not
+   * fsynced (the commit syncs the filesystem once). Where fs-verity works, goes through
+   * ObjectDir instead (temporary file, enable, rename).
    */
   async addSmall(digest: Buffer, data: Buffer, where: string): Promise<void> {
     const got = fsverityDigest(data);
@@ -145,18 +148,16 @@ export class Ingest {
       mkdirSync(sub, { recursive: true });
       this.madeDirs.add(sub);
     }
-    const tmp = tempPath(this.store.tmpDir);
     try {
-      const fd = openSync(tmp, 'wx', 0o644);
+      const fd = openSync(final, 'w', 0o644);
       try {
         for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
       } finally {
         closeSync(fd);
       }
-      renameSync(tmp, final);
     } catch (err) {
       try {
-        unlinkSync(tmp);
+        unlinkSync(final);
       } catch {
         /* not created */
       }
