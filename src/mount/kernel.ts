@@ -22,7 +22,7 @@ import type { CompatForce } from './compat.js';
 import { attachLoop, detachLoop, escapeLowerdir, legacyMount, loopsBackedBy, runUmount } from './compat.js';
 import { mountAt, readMountInfo } from './mountinfo.js';
 import { MOUNT_SOURCE, readState, removeState, stagingPath, writeState } from './state.js';
-import { unmount } from './umount.js';
+import { isCfsdistMount, unmount } from './umount.js';
 import type { MountState } from './state.js';
 
 /** What to mount where. */
@@ -84,6 +84,7 @@ export async function mountKernel(o: KernelMountOptions): Promise<KernelMountInf
   };
   await writeState(state);
   const force = o.force ?? {};
+  const before = mountAt(o.mountpoint)?.id;
   let api: MountApi | undefined;
   try {
     api = force.mount8 ? undefined : await MountApi.start();
@@ -95,6 +96,9 @@ export async function mountKernel(o: KernelMountOptions): Promise<KernelMountInf
   } catch (e) {
     await api?.end();
     api = undefined;
+    // A failure after the overlay was attached (recording it) takes the overlay down too.
+    const now = mountAt(o.mountpoint);
+    if (now && now.id !== before && isCfsdistMount(now)) await runUmount(o.mountpoint, true);
     await undoPartial(state);
     throw e;
   } finally {

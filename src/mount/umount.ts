@@ -51,9 +51,10 @@ export async function unmount(mountpoint: string, opts: UnmountOptions = {}): Pr
   } else if (state.phase === 'mounting' && state.kind === 'kernel' && isAlive(state.owner)) {
     throw new MountError('MOUNT_IN_PROGRESS', `${mountpoint} is being mounted by process ${state.owner.split('-')[0]}`);
   }
-  if (top && (state || isCfsdistMount(top))) {
+  const ours = readMountInfo().some((m) => m.mountpoint === mountpoint && isCfsdistMount(m));
+  if (top && ours) {
     // Only the mount cfsdist put there; something mounted on top of it is the user's to remove.
-    if (state && !isCfsdistMount(top)) {
+    if (!isCfsdistMount(top)) {
       throw new MountError('BUSY', `${mountpoint}: a ${top.fstype} mount of ${top.source} sits on top of the cfsdist mount; unmount it first`);
     }
     const err = await runUmount(mountpoint, opts.lazy);
