@@ -72,6 +72,7 @@ test('pull v1 fetches every object; pull v2 fetches exactly what v1 lacks', asyn
   const human = await runCli(['pull', `${srv.url}/${fam.name}:v2`, '--store', client, '--trust', pub, '--dry-run']);
   assert.match(human.stdout, new RegExp(`to fetch: +${fresh.length} `));
   assert.match(human.stdout, new RegExp(`shares ${plan.present.count} objects .* with ${fam.name}:v1`));
+  assert.equal((human.stdout.match(/^ {2}fetch [0-9a-f]{64} {2}/gm) ?? []).length, Math.min(20, fresh.length));
 
   const s2 = await pullJson('v2');
   assert.equal(s2.objects.fetched, fresh.length);

@@ -63,6 +63,9 @@ export function register(program: Command): void {
         if (p.resumed.count) out(`  resumed:        ${p.resumed.count} (${humanBytes(p.resumed.bytes)}) verified by an interrupted pull`);
         out(`  to fetch:       ${p.fetch.count} (${humanBytes(p.fetch.bytes)})`);
         for (const sh of p.shared) out(`  shares ${sh.objects} objects (${humanBytes(sh.bytes)}) with ${sh.name}:${sh.tag} (${sh.image.slice(0, 16)}…)`);
+        const shown = p.objects.slice(0, 20);
+        for (const o of shown) out(`  fetch ${o.digest}  ${humanBytes(o.size)}`);
+        if (p.objects.length > shown.length) out(`  … and ${p.objects.length - shown.length} more (--json lists them all)`);
         return;
       }
       out(
