@@ -145,6 +145,40 @@ test('open/read with verify detect a corrupt object; missing objects are typed e
   assert.equal(await od.has(missing), false);
 });
 
+test('addFiles (worker threads): same objects as addFile, present ones not rewritten, errors named', async () => {
+  const od = fresh();
+  const dir = join(root, 'many');
+  mkdirSync(dir);
+  const paths: string[] = [];
+  const datas: Buffer[] = [];
+  for (let i = 0; i < 150; i++) {
+    // some duplicates, one empty, a few over the 1 MiB whole-read limit
+    const d = i % 50 === 7 ? randomBytes((1 << 20) + 333) : i % 10 === 3 ? datas[1] : randomBytes(i === 0 ? 0 : 1 + ((i * 7919) % 20000));
+    datas.push(d);
+    const p = join(dir, `f${i}`);
+    writeFileSync(p, d);
+    paths.push(p);
+  }
+  const r = await od.addFiles(paths);
+  assert.equal(r.length, paths.length);
+  r.forEach((x, i) => {
+    assert.deepEqual(x.digest, fsverityDigest(datas[i]), paths[i]);
+    assert.equal(x.size, datas[i].length);
+    assert.deepEqual(readFileSync(od.path(x.digest)), datas[i]);
+  });
+  assert.equal(r[0].existed, false);
+  const again = await od.addFiles(paths);
+  assert.ok(again.every((x) => x.existed));
+  assert.deepEqual(again.map((x) => x.digest), r.map((x) => x.digest));
+  assert.deepEqual(await od.tempFiles(), []);
+  assert.deepEqual((await od.scan()).strays, []);
+
+  const bad = [...paths.slice(0, 40), join(dir, 'missing'), dir];
+  await assert.rejects(od.addFiles(bad), (e: unknown) => e instanceof StoreError && e.code === 'READ_FAILED' && e.message.includes('missing'));
+  assert.deepEqual(await od.tempFiles(), []);
+  await od.sync();
+});
+
 test('scan reports files that are not in the layout', async () => {
   const od = fresh();
   const { digest } = await od.addBuffer(Buffer.from('x'));

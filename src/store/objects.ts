@@ -23,6 +23,7 @@ import { DigestMismatchError, StoreError } from './errors.js';
 import { fileChunks, fsyncDir, isTempName, touch, writeTemp } from './atomic.js';
 import type { ByteSource } from './atomic.js';
 import { VerityEnabler } from './verity-enable.js';
+import { sharedAddPool } from './add-pool.js';
 import type { Release } from './lock.js';
 
 /** Result of adding an object. */
@@ -49,6 +50,9 @@ export interface ObjectDirOptions {
 
 /** Files this size or smaller are read whole by addFile, so a present object costs no write. */
 const SMALL_FILE = 1 << 20;
+/** addFiles batches: files per worker request, and below how many files it does not bother. */
+const ADD_BATCH = 16;
+const ADD_FILES_MIN = 32;
 const HEX2 = /^[0-9a-f]{2}$/;
 const HEX62 = /^[0-9a-f]{62}$/;
 
@@ -144,6 +148,45 @@ export class ObjectDir {
     }
   }
 
+  /** Add many files (in order of `paths`): worker threads read, hash, write, fsync and rename
+   * with synchronous calls, several files per thread hop — much cheaper per small file than
+   * addFile. All files are attempted; then the first failure, if any, is thrown. */
+  async addFiles(paths: string[]): Promise<AddResult[]> {
+    if (paths.length < ADD_FILES_MIN) {
+      const out: AddResult[] = [];
+      for (const p of paths) out.push(await this.addFile(p));
+      return out;
+    }
+    const release = await this.hold();
+    try {
+      const verity = await this.verity.probe();
+      const pool = sharedAddPool();
+      const results: AddResult[] = new Array(paths.length);
+      let firstError: string | undefined;
+      let next = 0;
+      const runner = async (): Promise<void> => {
+        while (next < paths.length) {
+          const start = next;
+          next = Math.min(paths.length, next + ADD_BATCH);
+          const r = await pool.run({ paths: paths.slice(start, next), dir: this.dir, tmpDir: this.tmpDir, fsync: this.fsync, verity });
+          r.results.forEach((x, k) => {
+            if ('error' in x) {
+              firstError ??= x.error;
+              return;
+            }
+            if (x.sub) this.dirtyDirs.add(x.sub);
+            results[start + k] = { digest: Buffer.from(x.hex, 'hex'), size: x.size, existed: x.existed };
+          });
+        }
+      };
+      await Promise.all(Array.from({ length: pool.size * 2 }, runner));
+      if (firstError !== undefined) throw new StoreError('READ_FAILED', firstError);
+      return results;
+    } finally {
+      release();
+    }
+  }
+
   /** Add bytes held in memory; a present object is not written again. */
   async addBuffer(data: Uint8Array, opts: { expected?: Buffer } = {}): Promise<AddResult> {
     const digest = fsverityDigest(data);
@@ -179,7 +222,13 @@ export class ObjectDir {
         await mkdir(sub, { recursive: true });
         this.madeDirs.add(sub);
       }
-      await rename(tmp.path, final);
+      try {
+        await rename(tmp.path, final);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await mkdir(sub, { recursive: true }); // the directory went away since we made it
+        await rename(tmp.path, final);
+      }
       this.dirtyDirs.add(sub);
       return { digest: tmp.digest, size: tmp.size, existed: false };
     } catch (err) {

@@ -8,8 +8,10 @@
  * those of the single-threaded computation, so the digest is identical for every size.
  * At most a few segments are in flight per worker, so memory stays bounded.
  *
- * Many files: small files are batched (several per request) and digested whole by the workers;
- * large ones go through the segment path one after another.
+ * Many files: paths go to the workers in batches of 64; a worker opens, stats and digests each
+ * file whole, except files of PARALLEL_MIN_SIZE or more, which it hands back: those then go
+ * through the segment path one after another. A handful of small files is hashed on the
+ * calling thread instead (starting workers costs more).
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
