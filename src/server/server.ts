@@ -1,9 +1,10 @@
 /**
  * cfsdist's own distribution server: node:http over a local store, the protocol in
- * protocol.ts. Everything streams (files are read in 256 KiB pieces with backpressure, packs
- * are written frame by frame, uploads go to temporary files while they are hashed), request
- * bodies that are read whole are capped, so memory stays bounded however many clients there
- * are. Clients verify everything they get; the server verifies everything it is sent.
+ * protocol.ts. Everything streams (files are read in 256 KiB pieces with backpressure; packs
+ * hold at most about 256 KiB of small objects at a time; uploads go to temporary files while
+ * they are hashed), request bodies that are read whole are capped, so memory stays bounded
+ * however many clients there are. Clients verify everything they get; the server verifies
+ * everything it is sent.
  *
  * Concurrency with gc on the server: each write takes the store lock for its own duration; a
  * push is several requests, so objects wait for their image under gc's grace period (store.ts).
@@ -63,6 +64,8 @@ const READ_CHUNK = 256 * 1024;
 const DRAIN_LIMIT = 8 << 20;
 /** Objects up to this size are read whole into a pack. */
 const SMALL_OBJECT = 64 * 1024;
+/** Below this, compressing a single object or image does not pay. */
+const MIN_COMPRESS = 1024;
 
 /** One object of a pack: loaded (small), to be streamed (large: no data) or absent (size -1). */
 interface Loaded {
@@ -70,9 +73,6 @@ interface Loaded {
   size: number;
   data?: Buffer;
 }
-
-/** Below this, compressing a single object or image does not pay. */
-const MIN_COMPRESS = 1024;
 
 /** syncfs(2) of the filesystem holding `path` (coreutils `sync -f`). */
 function syncFilesystem(path: string): Promise<void> {
@@ -117,8 +117,8 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     if (!tokenMatches(presented, opts.token)) throw new HttpStatusError(403, 'wrong bearer token');
   };
 
-  /** GET/HEAD of a content-addressed file. */
-  const sendFile = async (req: IncomingMessage, res: ServerResponse, path: string, hex: string, type: string): Promise<void> => {
+  /** GET/HEAD of a file: content-addressed ones (named by `hex`) are immutable, with ETag. */
+  const sendFile = async (req: IncomingMessage, res: ServerResponse, path: string, hex: string, type: string, mutable = false): Promise<void> => {
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
@@ -129,8 +129,9 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     try {
       const size = (await fh.stat()).size;
       const etag = `"${hex}"`;
-      const common: Record<string, string> = { 'Content-Type': type, 'Cache-Control': IMMUTABLE, 'Accept-Ranges': 'bytes', Vary: 'Accept-Encoding' };
-      const inm = req.headers['if-none-match'];
+      const common: Record<string, string> = { 'Content-Type': type, 'Cache-Control': mutable ? 'no-cache' : IMMUTABLE, 'Accept-Ranges': 'bytes', Vary: 'Accept-Encoding' };
+      const etagOf = (suffix: string): Record<string, string> => (mutable ? {} : { ETag: `"${hex}${suffix}"` });
+      const inm = mutable ? undefined : req.headers['if-none-match'];
       if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '').replace(/(\.[a-z]+)?"$/, '"') === etag)) {
         res.writeHead(304, { ...common, ETag: etag });
         res.end();
@@ -143,18 +144,18 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         return;
       }
       if (range) {
-        res.writeHead(206, { ...common, ETag: etag, 'Content-Range': `bytes ${range.start}-${range.end}/${size}`, 'Content-Length': String(range.end - range.start + 1) });
+        res.writeHead(206, { ...common, ...etagOf(''), 'Content-Range': `bytes ${range.start}-${range.end}/${size}`, 'Content-Length': String(range.end - range.start + 1) });
         if (req.method === 'HEAD') return void res.end();
         await stream(res, fileRange(fh, range.start, range.end), 'identity');
         return;
       }
       const enc = req.method === 'HEAD' || size < MIN_COMPRESS ? 'identity' : negotiate(req.headers['accept-encoding'], compress);
       if (enc === 'identity') {
-        res.writeHead(200, { ...common, ETag: etag, 'Content-Length': String(size) });
+        res.writeHead(200, { ...common, ...etagOf(''), 'Content-Length': String(size) });
         if (req.method === 'HEAD') return void res.end();
         await stream(res, fileRange(fh, 0, size - 1), 'identity');
       } else {
-        res.writeHead(200, { ...common, ETag: `"${hex}.${enc}"`, 'Content-Encoding': enc, 'X-Cfsdist-Size': String(size) });
+        res.writeHead(200, { ...common, ...etagOf(`.${enc}`), 'Content-Encoding': enc, 'X-Cfsdist-Size': String(size) });
         await stream(res, fileRange(fh, 0, size - 1), enc);
       }
     } finally {
@@ -300,7 +301,7 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
       const { imageFacts } = await import('../sign/image-facts.js');
       const facts = await imageFacts(await readFile(tmp.path), `image ${hex}`);
       const missing: string[] = [];
-      for (const o of facts.objects) if (!(await store.objects.has(o.digest))) missing.push(toHex(o.digest));
+      for (const o of facts.objects) if (!statSync(store.objects.path(o.digest), { throwIfNoEntry: false })?.isFile()) missing.push(toHex(o.digest));
       if (missing.length > 0) throw new HttpStatusError(409, `image ${hex}: ${missing.length} object(s) it needs are not on the server (push them first)`, { missing: missing.slice(0, 1000) });
       const existed = await store.hasImage(digest);
       // The objects were written without fsync (one per object is slow): make them durable
@@ -400,7 +401,7 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         if (m === 'PUT') return putImage(req, res, d);
       }
       if (parts.length === 4 && b === 'fsverity-signature') {
-        if (isRead) return sendFile(req, res, records.fsveritySigPath(d), a!, 'application/pkcs7-signature');
+        if (isRead) return sendFile(req, res, records.fsveritySigPath(d), a!, 'application/pkcs7-signature', true);
         if (m === 'PUT') return putFsveritySig(req, res, d);
       }
     }
