@@ -124,12 +124,12 @@ async function state(): Promise<unknown> {
 
 /** Pull NAME:TAG (through the proxy unless `direct`), expect refusal matching `pattern`, and
  * an unchanged client store. */
-async function refused(tag: string, pattern: RegExp, opts: { direct?: boolean } = {}): Promise<void> {
+async function refused(tag: string, pattern: RegExp, opts: { direct?: boolean; timeout?: number } = {}): Promise<void> {
   // Start without what earlier failed pulls verified and kept for a resume (ingest areas).
   rmSync(join(client, 'ingest'), { recursive: true, force: true });
   const before = await state();
   const url = `${opts.direct ? srv.url : proxyUrl}/${fam.name}:${tag}`;
-  const r = await runCli(['pull', url, '--store', client, '--trust', pub, '--timeout', '1', '--compress', 'none'], { timeoutMs: 30_000 });
+  const r = await runCli(['pull', url, '--store', client, '--trust', pub, '--timeout', String(opts.timeout ?? 10), '--compress', 'none'], { timeoutMs: 40_000 });
   assert.equal(r.code, 1, `pull should fail: ${r.stdout} ${r.stderr}`);
   assert.match(r.stderr, pattern);
   assert.deepEqual(await state(), before, 'client store changed');
@@ -214,7 +214,7 @@ test('statements: edited, signed by another key, expired, missing', async () => 
 test('a server that hangs mid-body fails the pull by timeout', async () => {
   mode = 'hang';
   try {
-    await refused('v2', /no data from the server for 1 s \(timeout\)/);
+    await refused('v2', /no data from the server for 2 s \(timeout\)/, { timeout: 2 });
   } finally {
     mode = 'pass';
     for (const s of sockets) s.destroy();
