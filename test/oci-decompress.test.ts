@@ -44,13 +44,21 @@ test('media types and magic bytes name the compression', () => {
 });
 
 test('gzip, multi-member gzip and plain data come out unchanged, whatever the chunking', async () => {
-  const gz = gzipSync(plain);
-  for (const [data, want] of [[gz, 'gzip'], [plain, 'none'], [Buffer.concat([gzipSync(plain.subarray(0, 1000)), gzipSync(plain.subarray(1000))]), 'gzip']] as const) {
-    for (const sizes of [[1, 2, 3], [7, 65536], [1 << 20]]) {
+  const small = plain.subarray(0, 20_000);
+  const cases: [Buffer, Buffer, Compression, number[][]][] = [
+    [gzipSync(plain), plain, 'gzip', [[7, 65536], [1 << 20]]],
+    [plain, plain, 'none', [[7, 65536], [1 << 20]]],
+    [Buffer.concat([gzipSync(plain.subarray(0, 1000)), gzipSync(plain.subarray(1000))]), plain, 'gzip', [[4096, 1], [1 << 20]]],
+    // Byte-by-byte input on a small stream: magic split across chunks.
+    [gzipSync(small), small, 'gzip', [[1, 2, 3]]],
+    [small, small, 'none', [[1, 2, 3]]],
+  ];
+  for (const [data, want, fmtWant, chunkings] of cases) {
+    for (const sizes of chunkings) {
       let fmt: Compression | undefined;
       const out = await collect(decompress(chunked(data, sizes), { onFormat: (c) => (fmt = c) }));
-      assert.equal(fmt, want);
-      assert.ok(out.equals(plain));
+      assert.equal(fmt, fmtWant);
+      assert.ok(out.equals(want));
     }
   }
 });
