@@ -117,6 +117,10 @@ test('wrong expected digest or size: typed error, nothing visible', async () => 
     throw new Error('network went away');
   }
   await assert.rejects(od.addStream(failing()), /network went away/);
+  // A Node stream that fails before it is read (while the temporary file is being created).
+  const early = new Readable({ read() {} });
+  process.nextTick(() => early.destroy(new Error('open failed early')));
+  await assert.rejects(od.addStream(early), /open failed early/);
   assert.equal(await od.has(fsverityDigest(data)), false);
   assert.deepEqual(files(od.dir), [], 'no object and no temporary file');
 });

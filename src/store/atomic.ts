@@ -56,13 +56,27 @@ export interface TempFile {
  * file is fsynced (unless `sync` is false) and closed. On any error the file is removed. */
 export async function writeTemp(tmpDir: string, src: ByteSource | Uint8Array, opts: { sync?: boolean; what?: string } = {}): Promise<TempFile> {
   const path = tempPath(tmpDir);
+  // A Node stream may fail before we start reading it (e.g. a file stream whose open fails
+  // while we create the temporary file): hold on to that error instead of crashing.
+  const emitter = src as { on?: unknown; off?: unknown };
+  let early: unknown;
+  const onEarly = (e: unknown): void => {
+    early ??= e;
+  };
+  const isEmitter = !(src instanceof Uint8Array) && typeof emitter.on === 'function' && typeof emitter.off === 'function';
+  if (isEmitter) (src as NodeJS.EventEmitter).on('error', onEarly);
   let fh: FileHandle;
   try {
-    fh = await open(path, 'wx', 0o644);
+    try {
+      fh = await open(path, 'wx', 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(tmpDir, { recursive: true });
+      fh = await open(path, 'wx', 0o644);
+    }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await mkdir(tmpDir, { recursive: true });
-    fh = await open(path, 'wx', 0o644);
+    if (isEmitter) (src as NodeJS.EventEmitter).off('error', onEarly);
+    throw err;
   }
   const h = new FsVerityHasher();
   try {
@@ -77,12 +91,16 @@ export async function writeTemp(tmpDir: string, src: ByteSource | Uint8Array, op
         await writeAll(fh, chunk);
       }
     }
+    if (early !== undefined) throw early;
     if (opts.sync !== false) await fh.sync();
     await fh.close();
   } catch (err) {
+    err = early ?? err;
     await fh.close().catch(() => undefined);
     await unlink(path).catch(() => undefined);
     throw err instanceof StoreError ? err : new StoreError('WRITE_FAILED', `${opts.what ?? path}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    if (isEmitter) (src as NodeJS.EventEmitter).off('error', onEarly);
   }
   return { path, digest: h.digest(), size: h.size };
 }

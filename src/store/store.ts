@@ -37,8 +37,9 @@
  *    its object/image already present refreshes that mtime. A young untagged image also keeps
  *    its objects.
  */
-import { mkdir, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
-import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
 import { ObjectDir } from './objects.js';
@@ -48,7 +49,8 @@ export type { AddResult, ObjectDirOptions } from './objects.js';
 import { StoreError } from './errors.js';
 import { StoreLock, makeLockDirs } from './lock.js';
 import type { Release } from './lock.js';
-import { fsyncDir, touch, writeTemp } from './atomic.js';
+import { fileChunks, fsyncDir, touch, writeTemp } from './atomic.js';
+import type { TempFile } from './atomic.js';
 import { checkName, checkTag, parseRef } from './names.js';
 import { runFsck, runGc } from './maintenance.js';
 import { SIDECAR_SUFFIX, parseSidecar, sidecarText } from './sidecar.js';
@@ -158,8 +160,22 @@ export class Store {
     const list = sidecarText(objects);
     const release = await this.lock.shared();
     try {
-      const src = typeof image === 'string' ? createReadStream(image, { highWaterMark: 1 << 20 }) : image;
-      const tmp = await writeTemp(this.tmpDir, src, { what: typeof image === 'string' ? image : 'image' });
+      let tmp: TempFile;
+      if (typeof image === 'string') {
+        let fh: FileHandle;
+        try {
+          fh = await open(image, 'r');
+        } catch (err) {
+          throw new StoreError('READ_FAILED', `${image}: ${(err as Error).message}`, { cause: err });
+        }
+        try {
+          tmp = await writeTemp(this.tmpDir, fileChunks(fh), { what: image });
+        } finally {
+          await fh.close();
+        }
+      } else {
+        tmp = await writeTemp(this.tmpDir, image, { what: 'image' });
+      }
       const final = this.imagePath(tmp.digest);
       const side = this.sidecarPath(tmp.digest);
       try {
