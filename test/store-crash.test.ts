@@ -84,11 +84,10 @@ test(`${TRIALS} trials of SIGKILL during pull and gc: store stays consistent, re
     assert.ok(image, `trial ${i}: tag written by the rerun`);
     assert.equal(toHex(image), toHex(expectedImage(`s${i}`)), `trial ${i}: tag names the expected image`);
 
-    // All objects correct (fsck rehashes them), the tag's image complete, and the gc rerun left
-    // exactly what the tags reach (grace 0), and no leftovers.
-    const final = await store.fsck();
+    // The gc rerun left exactly what the tags reach (grace 0) and no leftovers; every 5th
+    // trial (and the last) fsck rehashes everything again after the reruns.
+    if (i % 5 === 4 || i === TRIALS - 1) assertConsistent(await store.fsck(), `trial ${i} after reruns`);
     lap('fsck2');
-    assertConsistent(final, `trial ${i} after reruns`);
     const reach = new Set<string>();
     const tags = await store.listTags();
     for (const tag of tags) for (const d of await store.imageObjects(tag.image)) reach.add(toHex(d));
@@ -97,7 +96,7 @@ test(`${TRIALS} trials of SIGKILL during pull and gc: store stays consistent, re
     const images = (await store.listImages()).map((d) => toHex(d));
     assert.deepEqual(new Set(present), reach, `trial ${i}: objects = what the tags reach`);
     assert.deepEqual(new Set(images), tagsHex, `trial ${i}: images = tagged images`);
-    assert.deepEqual(final.tempFiles.filter((f) => f.stale), [], `trial ${i}: gc removed leftover temporary files`);
+    assert.deepEqual(await store.objects.tempFiles(), [], `trial ${i}: gc removed leftover temporary files`);
   }
   t.diagnostic(`trials ${TRIALS}: pull killed mid-way ${stats.pullKilled}, gc killed mid-way ${stats.gcKilled}, stale temp files seen ${stats.staleTemps}; ms ${JSON.stringify(phase)}`);
   assert.ok(stats.pullKilled >= TRIALS / 8, `kills landed inside pulls (${stats.pullKilled})`);
