@@ -188,8 +188,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       return cli([...mountArgs, '--no-verity']);
     });
     mounted = true;
-    const mj = JSON.parse(m.stdout) as { kind?: string; method?: string };
-    const mountKind = mj.kind ?? mj.method ?? (opts.fuse ? 'fuse' : 'kernel');
+    const mountKind = (JSON.parse(m.stdout) as { mode: string }).mode;
     const { readFile } = await import('node:fs/promises');
     const release = await readFile(join(mnt, 'etc', 'cfsdist-release'), 'utf8');
     const listing = readdirSync(join(mnt)).sort().join(' ');
