@@ -154,7 +154,15 @@ export class ObjectDir {
   async addFiles(paths: string[]): Promise<AddResult[]> {
     if (paths.length < ADD_FILES_MIN) {
       const out: AddResult[] = [];
-      for (const p of paths) out.push(await this.addFile(p));
+      let first: unknown;
+      for (const p of paths) {
+        try {
+          out.push(await this.addFile(p));
+        } catch (err) {
+          first ??= err;
+        }
+      }
+      if (first !== undefined) throw first;
       return out;
     }
     const release = await this.hold();
