@@ -1,6 +1,11 @@
 /**
  * A pull-based byte reader over an async iterable of chunks: exact reads for headers,
  * zero-copy slices for bodies. Memory held is one source chunk plus what the caller keeps.
+ *
+ * Chunk lifetime: a source may reuse a chunk's memory as soon as the next chunk is asked for
+ * (the inflate worker's shared ring does). So a slice returned here is valid only until the
+ * reader pulls another chunk — callers copy what they keep — and a read that spans chunks
+ * copies each part before pulling the next.
  */
 
 const EMPTY = Buffer.alloc(0);
@@ -46,21 +51,22 @@ export class ByteReader {
       this.offset += n;
       return b;
     }
-    const parts: Buffer[] = [];
-    let need = n;
-    while (need > 0) {
+    // Spans chunks: copy each part before the next chunk is pulled (see the file comment).
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
       let a = this.cur.length - this.pos;
       if (a === 0) {
         if (!(await this.more())) break;
         a = this.cur.length;
       }
-      const take = Math.min(a, need);
-      parts.push(this.cur.subarray(this.pos, this.pos + take));
+      const take = Math.min(a, n - got);
+      this.cur.copy(out, got, this.pos, this.pos + take);
       this.pos += take;
-      need -= take;
+      got += take;
     }
-    this.offset += n - need;
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    this.offset += got;
+    return got === n ? out : out.subarray(0, got);
   }
 
   /** A slice of at most `max` bytes from the current chunk (a new chunk if it is used up);

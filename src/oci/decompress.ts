@@ -42,8 +42,9 @@ export interface DecompressOptions {
   onFormat?: (c: Compression) => void;
 }
 
-/** Decompress a layer blob given as chunks; yields the tar stream's chunks. */
-export async function* decompress(src: AsyncIterable<Uint8Array>, opts: DecompressOptions = {}): AsyncGenerator<Buffer> {
+/** Recognise a blob's compression from its first bytes (checked against the media type) and
+ *  give back a stream that still starts at byte 0. */
+export async function peekCompression(src: AsyncIterable<Uint8Array>, opts: { mediaType?: string; name?: string } = {}): Promise<{ format: Compression; stream: AsyncIterable<Buffer> }> {
   const where = opts.name ? `${opts.name}: ` : '';
   const it = src[Symbol.asyncIterator]();
   // Peek at least 4 bytes for the magic.
@@ -60,31 +61,39 @@ export async function* decompress(src: AsyncIterable<Uint8Array>, opts: Decompre
     head.push(b);
     headLen += b.length;
   }
-  const first = Buffer.concat(head);
+  const first = head.length === 1 ? head[0]! : Buffer.concat(head);
   const sniffed = sniffCompression(first);
   const declared = opts.mediaType ? compressionOfMediaType(opts.mediaType) : undefined;
   if (declared && declared !== 'none' && declared !== sniffed) {
+    await it.return?.();
     throw new DecompressError('COMPRESSION_MISMATCH', `${where}media type ${opts.mediaType} declares ${declared} but the data is ${sniffed === 'none' ? 'not compressed' : sniffed}`);
   }
-  opts.onFormat?.(sniffed);
-  const rest: AsyncIterable<Buffer> = {
+  const stream: AsyncIterable<Buffer> = {
     [Symbol.asyncIterator]: async function* () {
-      if (first.length) yield first;
-      if (ended) return;
-      for (;;) {
-        const r = await it.next();
-        if (r.done) return;
-        yield Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.length);
+      try {
+        if (first.length) yield first;
+        if (ended) return;
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          yield Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.length);
+        }
+      } finally {
+        await it.return?.();
       }
     },
   };
-  try {
-    if (sniffed === 'none') yield* rest;
-    else if (sniffed === 'gzip') yield* gunzip(rest, where);
-    else yield* unzstd(rest, where);
-  } finally {
-    await it.return?.();
-  }
+  return { format: sniffed, stream };
+}
+
+/** Decompress a layer blob given as chunks; yields the tar stream's chunks. */
+export async function* decompress(src: AsyncIterable<Uint8Array>, opts: DecompressOptions = {}): AsyncGenerator<Buffer> {
+  const where = opts.name ? `${opts.name}: ` : '';
+  const { format, stream } = await peekCompression(src, opts);
+  opts.onFormat?.(format);
+  if (format === 'none') yield* stream;
+  else if (format === 'gzip') yield* gunzip(stream, where);
+  else yield* unzstd(stream, where);
 }
 
 async function* gunzip(src: AsyncIterable<Buffer>, where: string): AsyncGenerator<Buffer> {

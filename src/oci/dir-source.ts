@@ -83,7 +83,11 @@ function openSkopeoDir(path: string, name: string, opts: SourceOptions): Layered
     if (l.size !== undefined && l.size !== size) throw new SourceError('SIZE_MISMATCH', `${what}: blob is ${size} bytes, descriptor says ${l.size}`);
     const diffId = diffIds?.[i];
     if (diffId !== undefined) parseDigest(diffId, `${what} diff_id`);
-    return { mediaType, digest: l.digest, size, diffId, open: () => verified(createReadStream(p, { highWaterMark: 1 << 20 }), { digest: l.digest, size, what }) };
+    return {
+      mediaType, digest: l.digest, size, diffId,
+      open: () => verified(createReadStream(p, { highWaterMark: 1 << 20 }), { digest: l.digest, size, what }),
+      openRaw: () => createReadStream(p, { highWaterMark: 1 << 20 }),
+    };
   });
   return { kind: 'layers', name, config, layers, close: async () => undefined };
 }

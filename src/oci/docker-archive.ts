@@ -104,15 +104,14 @@ export async function openDockerArchive(file: string, ref?: string): Promise<Lay
     const diffId = diffIds?.[i];
     if (diffId !== undefined) parseDigest(diffId, `${what} diff_id`);
     const src = m!.LayerSources && digest ? m!.LayerSources[digest] : undefined;
+    const raw = (): AsyncIterable<Buffer> => (mem.size === 0 ? emptyStream() : createReadStream(file, { start: mem.dataOffset, end: mem.dataOffset + mem.size - 1, highWaterMark: 1 << 20 }));
     return {
       mediaType: src?.mediaType ?? '',
       digest,
       size: mem.size,
       diffId,
-      open: () => verified(
-        mem.size === 0 ? emptyStream() : createReadStream(file, { start: mem.dataOffset, end: mem.dataOffset + mem.size - 1, highWaterMark: 1 << 20 }),
-        { digest, size: mem.size, what },
-      ),
+      open: () => verified(raw(), { digest, size: mem.size, what }),
+      openRaw: raw,
     };
   });
   return { kind: 'layers', name, config, layers, close: async () => undefined };

@@ -20,7 +20,8 @@ import { readDirectory } from '../tree/from-directory.js';
 import { Merger } from '../merge/merge.js';
 import { isReg, firstPaths, type Inode } from '../tree/tree.js';
 import { toHex } from '../verity/digest.js';
-import { decompress } from './decompress.js';
+import { decompress, peekCompression } from './decompress.js';
+import { inflateOffThread } from './inflate.js';
 import { readTar } from './tar.js';
 import { readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
 import { ObjectWriter, syncFilesystem } from './object-writer.js';
@@ -164,13 +165,21 @@ async function readLayers(source: LayeredSource, writer: BlobSink, totals: Layer
     const report = (): void => opts.onProgress?.({ layer: i + 1, layers: layers.length, bytes, totalBytes, entries: totals.entries, phase: 'layer' });
     report();
     const counted = (async function* () {
-      for await (const c of l.open()) {
+      for await (const c of l.openRaw ? l.openRaw() : l.open()) {
         bytes += c.length;
         report();
-        yield c;
+        yield c as Buffer;
       }
     })();
-    const tarStream = verified(decompress(counted, { mediaType: l.mediaType, name: what }), { digest: l.diffId, what: `${what} uncompressed (diff_id ${l.diffId})` });
+    const { format, stream } = await peekCompression(counted, { mediaType: l.mediaType, name: what });
+    let tarStream: AsyncIterable<Buffer>;
+    if (format === 'gzip') {
+      // The common case: inflate and both digests on a worker, parsing here (inflate.ts).
+      tarStream = inflateOffThread(stream, { digest: l.openRaw ? l.digest : undefined, size: l.openRaw ? l.size : undefined, diffId: l.diffId, what });
+    } else {
+      const blob = l.openRaw ? verified(stream, { digest: l.digest, size: l.size, what }) : stream;
+      tarStream = verified(decompress(blob, { name: what }), { digest: l.diffId, what: `${what} uncompressed (diff_id ${l.diffId})` });
+    }
     const result = await readLayer(readTar(tarStream, { name: what }), writer, {
       lower: merger.tree,
       name: what,

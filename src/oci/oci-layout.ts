@@ -159,6 +159,7 @@ class LayoutBlobs {
       size,
       diffId,
       open: () => verified(createReadStream(p, { highWaterMark: 1 << 20 }), { digest: desc.digest, size, what }),
+      openRaw: () => createReadStream(p, { highWaterMark: 1 << 20 }),
     };
   }
 }

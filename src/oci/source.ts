@@ -25,6 +25,9 @@ export interface SourceLayer {
   diffId?: string;
   /** The blob's bytes. Throws SourceError at the end on a digest or size mismatch. */
   open(): AsyncIterable<Buffer>;
+  /** The blob's bytes unchecked, for a caller that verifies `digest` and `size` itself (the
+   *  importer does it off the main thread). */
+  openRaw?(): AsyncIterable<Buffer>;
 }
 
 /** A layered image. */

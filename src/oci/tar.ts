@@ -52,7 +52,8 @@ export interface TarEntry {
   offset: number;
   /** Byte offset of this member's content in the tar stream. */
   dataOffset: number;
-  /** The content; iterate it fully, partly or not at all before the next entry. */
+  /** The content; iterate it fully, partly or not at all before the next entry. A chunk is
+   *  valid until the next one is requested: copy what you keep. */
   body: AsyncIterable<Buffer>;
 }
 
@@ -197,12 +198,13 @@ export async function* readTar(src: AsyncIterable<Uint8Array>, opts: TarReadOpti
       const isUstar5 = h[257] === 0x75 && h[258] === 0x73 && h[259] === 0x74 && h[260] === 0x61 && h[261] === 0x72; // "ustar"
       const gnu = isUstar5 && h[262] === 0x20 && h[263] === 0x20;
       const ustar = isUstar5 && h[262] === 0;
-      let path = cstr(h.subarray(0, 100));
+      // Copies: the header block may be reused by the source once the reader moves on.
+      let path: Buffer = Buffer.from(cstr(h.subarray(0, 100)));
       if (ustar && h[345] !== 0) {
         const prefix = cstr(h.subarray(345, 500));
         path = Buffer.concat([prefix, Buffer.from('/'), path]);
       }
-      let linkpath = cstr(h.subarray(157, 257));
+      let linkpath: Buffer = Buffer.from(cstr(h.subarray(157, 257)));
       if (longName) path = longName;
       if (longLink) linkpath = longLink;
       if (pax.path) path = pax.path;
@@ -264,9 +266,10 @@ const EMPTY_BODY: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: async functi
 /** Read an entry's whole body into one buffer (for small contents; `max` guards memory). */
 export async function readBody(entry: TarEntry, max = 1 << 20): Promise<Buffer> {
   if (entry.size > max) throw new TarError('TAR_HEADER_TOO_LARGE', `tar offset ${entry.offset}: content of ${entry.size} bytes exceeds ${max}`);
-  const parts: Buffer[] = [];
-  for await (const c of entry.body) parts.push(c);
-  return parts.length === 1 ? Buffer.from(parts[0]!) : Buffer.concat(parts);
+  const out = Buffer.allocUnsafe(entry.size);
+  let n = 0;
+  for await (const c of entry.body) n += c.copy(out, n); // copy now: chunks do not outlive the next pull
+  return n === entry.size ? out : out.subarray(0, n);
 }
 
 type Fail = (code: string, off: number, msg: string) => never;

@@ -1,0 +1,105 @@
+/**
+ * Worker thread of `inflateOffThread` (inflate.ts): gunzips a layer blob, hashes the blob
+ * (its digest) and the tar stream (its diff_id) on the way, and hands the tar bytes to the
+ * main thread through a shared ring buffer. Node's zlib is driven by callbacks on the thread
+ * that owns the stream; owning it here keeps inflate running while the main thread parses.
+ * Protocol: `InflateRequest` / `InflateReply`.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { createHash, type Hash } from 'node:crypto';
+import { createGunzip } from 'node:zlib';
+
+/** Messages to the worker. */
+export type InflateRequest =
+  | { t: 'in'; buf: Uint8Array }
+  | { t: 'end' }
+  | { t: 'credit'; bytes: number };
+
+/** Messages from the worker. */
+export type InflateReply =
+  | { t: 'inack'; bytes: number }
+  | { t: 'out'; off: number; len: number; bytes: number }
+  | { t: 'done'; blob?: string; diff?: string; blobBytes: number; tarBytes: number }
+  | { t: 'error'; code: string; message: string };
+
+/** Worker configuration. */
+export interface InflateConfig {
+  ring: SharedArrayBuffer;
+  /** Hash algorithms for the blob and the tar stream (undefined: not hashed). */
+  blobAlg?: 'sha256' | 'sha512';
+  diffAlg?: 'sha256' | 'sha512';
+}
+
+const cfg = workerData as InflateConfig;
+const ring = Buffer.from(cfg.ring);
+const size = ring.length;
+let head = 0;
+let used = 0;
+const blobHash: Hash | undefined = cfg.blobAlg ? createHash(cfg.blobAlg) : undefined;
+const diffHash: Hash | undefined = cfg.diffAlg ? createHash(cfg.diffAlg) : undefined;
+let blobBytes = 0;
+let tarBytes = 0;
+let waiting: Buffer | undefined; // output chunk waiting for ring space
+let ended = false;
+
+function post(r: InflateReply): void {
+  parentPort!.postMessage(r);
+}
+
+const z = createGunzip({ chunkSize: 256 << 10 });
+
+/** Copy an output chunk into the ring if there is room; false if it must wait for credit. */
+function place(chunk: Buffer): boolean {
+  const n = chunk.length;
+  const gap = head + n > size ? size - head : 0;
+  if (used + gap + n > size) return false;
+  const off = gap ? 0 : head;
+  chunk.copy(ring, off);
+  head = off + n === size ? 0 : off + n;
+  used += gap + n;
+  post({ t: 'out', off, len: n, bytes: gap + n });
+  return true;
+}
+
+z.on('data', (chunk: Buffer) => {
+  diffHash?.update(chunk);
+  tarBytes += chunk.length;
+  if (!place(chunk)) {
+    waiting = chunk;
+    z.pause();
+  }
+});
+z.on('end', () => {
+  ended = true;
+  if (!waiting) finish();
+});
+z.on('error', (err: NodeJS.ErrnoException) => {
+  post({ t: 'error', code: err.code ?? 'Z_ERROR', message: err.message });
+});
+
+function finish(): void {
+  post({ t: 'done', blob: blobHash?.digest('hex'), diff: diffHash?.digest('hex'), blobBytes, tarBytes });
+}
+
+parentPort!.on('message', (m: InflateRequest) => {
+  switch (m.t) {
+    case 'in': {
+      const b = Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.length);
+      blobHash?.update(b);
+      blobBytes += b.length;
+      z.write(b, () => post({ t: 'inack', bytes: b.length }));
+      return;
+    }
+    case 'end':
+      z.end();
+      return;
+    case 'credit':
+      used -= m.bytes;
+      if (waiting && place(waiting)) {
+        waiting = undefined;
+        if (ended) finish();
+        else z.resume();
+      }
+      return;
+  }
+});
