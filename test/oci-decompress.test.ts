@@ -105,3 +105,31 @@ test('an error raised by the source (e.g. a digest mismatch) passes through unch
     await assert.rejects(collect(decompress(failing(data))), (e: unknown) => e instanceof SourceError && e.code === 'DIGEST_MISMATCH');
   }
 });
+
+test('gunzip on a worker: same bytes through a small shared ring; blob and diff_id digests checked there', async () => {
+  const { inflateOffThread } = await import('../src/oci/inflate.js');
+  const { createHash } = await import('node:crypto');
+  const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
+  const gz = gzipSync(plain);
+  // Consume slowly-ish with copies, as the tar reader does (chunks die at the next pull).
+  const collectCopy = async (it: AsyncIterable<Buffer>): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    for await (const c of it) parts.push(Buffer.from(c));
+    return Buffer.concat(parts);
+  };
+  const out = await collectCopy(inflateOffThread(chunked(gz, [5000, 70000]), { what: 'w', digest: sha(gz), size: gz.length, diffId: sha(plain), ringSize: 300 << 10 }));
+  assert.ok(out.equals(plain));
+  await assert.rejects(collectCopy(inflateOffThread(chunked(gz), { what: 'w', digest: sha(plain) })), (e: unknown) => e instanceof SourceError && e.code === 'DIGEST_MISMATCH' && /digest/.test(e.message));
+  await assert.rejects(collectCopy(inflateOffThread(chunked(gz), { what: 'w', diffId: sha(gz) })), (e: unknown) => e instanceof SourceError && e.code === 'DIGEST_MISMATCH' && /diff_id/.test(e.message));
+  await assert.rejects(collectCopy(inflateOffThread(chunked(gz), { what: 'w', size: gz.length + 1 })), (e: unknown) => e instanceof SourceError && e.code === 'SIZE_MISMATCH');
+  await assert.rejects(collectCopy(inflateOffThread(chunked(gz.subarray(0, gz.length - 30)), { what: 'w' })), (e: unknown) => e instanceof DecompressError && e.code === 'GZIP_TRUNCATED');
+  const bad = Buffer.from(gz);
+  for (let i = 100; i < 400; i++) bad[i] ^= 0x55;
+  await assert.rejects(collectCopy(inflateOffThread(chunked(bad), { what: 'w' })), (e: unknown) => e instanceof DecompressError && e.code === 'GZIP_CORRUPT');
+  // A source error passes through; an early stop ends the worker (the test would hang otherwise).
+  await assert.rejects(collectCopy(inflateOffThread((async function* () {
+    yield gz.subarray(0, 1000);
+    throw new SourceError('READ_FAILED', 'disk on fire');
+  })(), { what: 'w' })), (e: unknown) => e instanceof SourceError && e.code === 'READ_FAILED');
+  for await (const _c of inflateOffThread(chunked(gz), { what: 'w' })) break;
+});

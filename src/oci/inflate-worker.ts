@@ -39,8 +39,6 @@ const blobHash: Hash | undefined = cfg.blobAlg ? createHash(cfg.blobAlg) : undef
 const diffHash: Hash | undefined = cfg.diffAlg ? createHash(cfg.diffAlg) : undefined;
 let blobBytes = 0;
 let tarBytes = 0;
-let waiting: Buffer | undefined; // output chunk waiting for ring space
-let ended = false;
 
 function post(r: InflateReply): void {
   parentPort!.postMessage(r);
@@ -61,17 +59,38 @@ function place(chunk: Buffer): boolean {
   return true;
 }
 
+// Output chunks are hashed and copied in a microtask: zlib's callback has then already
+// queued the next inflate job on the thread pool, so that work overlaps inflate.
+const pending: Buffer[] = [];
+let draining = false;
+let ended = false;
+
+function drain(): void {
+  draining = false;
+  while (pending.length) {
+    const chunk = pending[0]!;
+    if (!place(chunk)) {
+      z.pause(); // resumed by credit
+      return;
+    }
+    pending.shift();
+  }
+  if (ended) finish();
+  else if (z.isPaused()) z.resume();
+}
+
 z.on('data', (chunk: Buffer) => {
   diffHash?.update(chunk);
   tarBytes += chunk.length;
-  if (!place(chunk)) {
-    waiting = chunk;
-    z.pause();
+  pending.push(chunk);
+  if (!draining) {
+    draining = true;
+    queueMicrotask(drain);
   }
 });
 z.on('end', () => {
   ended = true;
-  if (!waiting) finish();
+  if (!draining && pending.length === 0) finish();
 });
 z.on('error', (err: NodeJS.ErrnoException) => {
   post({ t: 'error', code: err.code ?? 'Z_ERROR', message: err.message });
@@ -95,11 +114,7 @@ parentPort!.on('message', (m: InflateRequest) => {
       return;
     case 'credit':
       used -= m.bytes;
-      if (waiting && place(waiting)) {
-        waiting = undefined;
-        if (ended) finish();
-        else z.resume();
-      }
+      if (pending.length && !draining) drain();
       return;
   }
 });

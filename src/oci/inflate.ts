@@ -94,19 +94,25 @@ export async function* inflateOffThread(src: AsyncIterable<Uint8Array>, opts: In
     }
   })();
 
-  let pendingCredit = 0;
+  // Ring space of chunks already consumed (the caller asked for the next one), returned in
+  // batches of at least 1 MiB, or before waiting.
+  let credit = 0;
+  let last = 0;
+  const giveBack = (): void => {
+    if (credit) worker.postMessage({ t: 'credit', bytes: credit } satisfies InflateRequest);
+    credit = 0;
+  };
   try {
     for (;;) {
-      if (pendingCredit) {
-        // The previous chunk has been consumed (the caller asked for the next one).
-        worker.postMessage({ t: 'credit', bytes: pendingCredit } satisfies InflateRequest);
-        pendingCredit = 0;
-      }
+      credit += last;
+      last = 0;
+      if (credit >= 1 << 20) giveBack();
+      if (queue.length === 0) giveBack();
       while (queue.length === 0 && !failure) await new Promise<void>((r) => (wake = r));
       const r = queue.shift();
       if (!r) throw failure!;
       if (r.t === 'out') {
-        pendingCredit = r.bytes;
+        last = r.bytes;
         yield view.subarray(r.off, r.off + r.len);
         continue;
       }
