@@ -106,7 +106,9 @@ export function decodeBitmap(b: Buffer, n: number): boolean[] {
 /** Pull-based reader over an async byte stream: exact reads and bounded sub-streams. */
 export class ByteReader {
   private it: AsyncIterator<Uint8Array>;
-  private buf: Buffer = Buffer.alloc(0);
+  /** Unread chunks, as received (never concatenated wholesale: a read takes views). */
+  private chunks: Buffer[] = [];
+  private avail = 0;
   private ended = false;
   /** Bytes consumed so far. */
   consumed = 0;
@@ -122,39 +124,53 @@ export class ByteReader {
       this.ended = true;
       return false;
     }
-    const c = Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
-    this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
+    if (r.value.byteLength > 0) {
+      this.chunks.push(Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength));
+      this.avail += r.value.byteLength;
+    }
     return true;
+  }
+
+  /** Take up to `max` bytes from the first chunk (there must be one). */
+  private take(max: number): Buffer {
+    const c = this.chunks[0]!;
+    const k = Math.min(max, c.length);
+    const out = c.subarray(0, k);
+    if (k === c.length) this.chunks.shift();
+    else this.chunks[0] = c.subarray(k);
+    this.avail -= k;
+    this.consumed += k;
+    return out;
   }
 
   /** Exactly `n` bytes, or undefined at a clean end of stream (no byte left); a partial read
    * throws ProtocolError TRUNCATED. */
   async readExact(n: number, what: string): Promise<Buffer | undefined> {
-    while (this.buf.length < n) {
+    while (this.avail < n) {
       if (!(await this.fill())) {
-        if (this.buf.length === 0) return undefined;
-        throw new ProtocolError('TRUNCATED', `${what}: stream ended after ${this.buf.length} of ${n} bytes`);
+        if (this.avail === 0) return undefined;
+        throw new ProtocolError('TRUNCATED', `${what}: stream ended after ${this.avail} of ${n} bytes`);
       }
     }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
-    this.consumed += n;
+    if (this.chunks[0]!.length >= n) return this.take(n);
+    const out = Buffer.allocUnsafe(n);
+    for (let off = 0; off < n; ) {
+      const part = this.take(n - off);
+      part.copy(out, off);
+      off += part.length;
+    }
     return out;
   }
 
   /** Between 1 and `max` bytes (ProtocolError TRUNCATED if the stream has ended). */
   async readSome(max: number, what: string): Promise<Buffer> {
-    if (this.buf.length === 0 && !(await this.fill())) throw new ProtocolError('TRUNCATED', `${what}: stream ended early`);
-    const k = Math.min(max, this.buf.length);
-    const out = this.buf.subarray(0, k);
-    this.buf = this.buf.subarray(k);
-    this.consumed += k;
-    return out;
+    while (this.avail === 0) if (!(await this.fill())) throw new ProtocolError('TRUNCATED', `${what}: stream ended early`);
+    return this.take(max);
   }
 
   /** True if no byte is left (reads ahead if needed). */
   async atEnd(): Promise<boolean> {
-    while (this.buf.length === 0) if (!(await this.fill())) return true;
+    while (this.avail === 0) if (!(await this.fill())) return true;
     return false;
   }
 
