@@ -203,22 +203,57 @@ function ordered(dir: Inode): Iterator<[string, Inode]> {
   return ents.entries();
 }
 
+/** Options of the dumpfile writer. */
+export interface DumpOptions {
+  /**
+   * Write each hardlinked inode in full at its *primary* entry (the one its directory does not
+   * list in `hardlinks`, as the dumpfile parser and the image reader mark them) instead of at
+   * its first path, so that parsing the dump and writing an image gives the original image's
+   * inode numbering. Not the canonical `composefs-info dump` form when they differ.
+   */
+  primaries?: boolean;
+}
+
+interface Primary {
+  dir: Inode;
+  name: string;
+  path: Buffer;
+}
+
+/** For each hardlinked inode with a marked primary entry: where that entry is. */
+function findPrimaries(root: Inode): Map<Inode, Primary> {
+  const out = new Map<Inode, Primary>();
+  const stack: [Inode, Buffer][] = [[root, Buffer.from('/')]];
+  while (stack.length) {
+    const [dir, path] = stack.pop()!;
+    for (const [name, n] of dir.entries!) {
+      if (n.entries) stack.push([n, childPath(path, name)]);
+      else if (!dir.hardlinks?.has(name) && !out.has(n)) out.set(n, { dir, name, path: childPath(path, name) });
+    }
+  }
+  return out;
+}
+
 /**
- * The canonical dumpfile of `root` as a sequence of chunks (about 1 MiB each): depth-first in
- * byte order, later names of a hardlinked inode as `@MODE` lines whose payload is its first path.
+ * The dumpfile of `root` as a sequence of chunks (about 1 MiB each): depth-first in byte order,
+ * later names of a hardlinked inode as `@MODE` lines whose payload is its first path (or, with
+ * `primaries`, its primary path).
  */
-export function* dumpfileChunks(root: Inode): Generator<Buffer> {
+export function* dumpfileChunks(root: Inode, opts: DumpOptions = {}): Generator<Buffer> {
   const firstPath = new Map<Inode, Buffer>();
+  const primaries = opts.primaries ? findPrimaries(root) : undefined;
   const o = new Out();
   const rootPath = Buffer.from('/');
   line(o, rootPath, root, undefined);
   const its: Iterator<[string, Inode]>[] = [ordered(root)];
   const paths: Buffer[] = [rootPath];
+  const dirs: Inode[] = [root];
   while (its.length > 0) {
     const next = its[its.length - 1]!.next();
     if (next.done) {
       its.pop();
       paths.pop();
+      dirs.pop();
       continue;
     }
     const [name, n] = next.value;
@@ -227,9 +262,16 @@ export function* dumpfileChunks(root: Inode): Generator<Buffer> {
       line(o, path, n, undefined);
       its.push(ordered(n));
       paths.push(path);
+      dirs.push(n);
     } else {
-      const linkTo = firstPath.get(n);
-      if (linkTo === undefined) firstPath.set(n, path);
+      const prim = primaries?.get(n);
+      let linkTo: Buffer | undefined;
+      if (prim) {
+        linkTo = prim.dir === dirs[dirs.length - 1] && prim.name === name ? undefined : prim.path;
+      } else {
+        linkTo = firstPath.get(n);
+        if (linkTo === undefined) firstPath.set(n, path);
+      }
       line(o, path, n, linkTo);
     }
     if (o.done.length > 0) yield* o.take(false);
@@ -238,6 +280,6 @@ export function* dumpfileChunks(root: Inode): Generator<Buffer> {
 }
 
 /** The canonical dumpfile of `root` as one buffer. */
-export function formatDumpfile(root: Inode): Buffer {
-  return Buffer.concat([...dumpfileChunks(root)]);
+export function formatDumpfile(root: Inode, opts: DumpOptions = {}): Buffer {
+  return Buffer.concat([...dumpfileChunks(root, opts)]);
 }
