@@ -39,7 +39,8 @@ export function register(program: Command): void {
       const { parseRemoteRef, HttpRemote, pull, ProgressLine, humanBytes } = await import('../../client/index.js');
       const { parseCompressMode } = await import('../../server/compress.js');
       const { Store } = await import('../../store/store.js');
-      const { loadTrustedKeys, SignRecords } = await import('../../sign/index.js');
+      const { loadTrustedKeys } = await import('../../sign/keys.js');
+      const { SignRecords } = await import('../../sign/records.js');
       const r = parseRemoteRef(ref);
       const compress = parseCompressMode(opts.compress);
       const store = await Store.open(g.store, { create: !opts.dryRun });
