@@ -2,7 +2,8 @@
  * The kernel's fs-verity builtin signature: the formatted digest layout, PKCS#7 bytes identical
  * to `fsverity sign` for an RSA key, signatures (RSA and ECDSA) that `openssl smime -verify`
  * accepts over the formatted digest and rejects over another, and `cfsdist sign
- * --fsverity-key/--fsverity-cert` writing one for an image in the store.
+ * --fsverity-key/--fsverity-cert` writing one for an image in the store, which a pull brings
+ * along.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { formattedDigest, loadFsveritySigner, signFsverityDigest, SignRecords } from '../src/sign/index.js';
 import { fsverityDigest, toHex } from '../src/verity/digest.js';
-import { cleanup, makeImageFamily, runCli } from './pull-fixtures.js';
+import { cleanup, makeImageFamily, runCli, startServe } from './pull-fixtures.js';
 
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -104,6 +105,16 @@ test('cfsdist sign --fsverity-key/--fsverity-cert stores the image\'s kernel sig
     assert.equal(opensslVerifies(path, formattedDigest(fam.v1.image), cert, dir), true);
     const bad = await runCli(['sign', `${fam.name}:v1`, '--key', join(dir, 'k'), '--fsverity-key', key, '--store', fam.storeDir]);
     assert.equal(bad.code, 2);
+    // It travels with the image: served, and stored by a pull.
+    const srv = await startServe(fam.storeDir);
+    try {
+      const client = join(dir, 'client');
+      const p = await runCli(['pull', `${srv.url}/${fam.name}:v1`, '--store', client, '--trust', join(dir, 'k.pub')]);
+      assert.equal(p.code, 0, p.stderr);
+      assert.ok(readFileSync(new SignRecords(client).fsveritySigPath(fam.v1.image)).equals(readFileSync(path)));
+    } finally {
+      await srv.stop();
+    }
   } finally {
     cleanup(dir);
   }
