@@ -16,6 +16,7 @@ import { readImage } from '../src/erofs/reader.js';
 import { formatDumpfile } from '../src/dumpfile/index.js';
 import { SignRecords } from '../src/sign/records.js';
 import { ProgressLine } from '../src/client/progress.js';
+import type { PullSummary } from '../src/client/pull.js';
 import { toHex } from '../src/verity/digest.js';
 import { notRoot } from './helpers.js';
 import { bytesOf, cleanup, makeImageFamily, makeKey, newObjects, runCli, signTag, snapshotStore, startServe, treeFiles } from './pull-fixtures.js';
@@ -43,10 +44,10 @@ after(async () => {
   cleanup(dir, fam?.root ?? '');
 });
 
-async function pullJson(tag: string, extra: string[] = []): Promise<Record<string, any>> {
+async function pullJson(tag: string, extra: string[] = []): Promise<PullSummary> {
   const r = await runCli(['pull', `${srv.url}/${fam.name}:${tag}`, '--store', client, '--trust', pub, '--json', ...extra]);
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as PullSummary;
 }
 
 test('pull v1 fetches every object; pull v2 fetches exactly what v1 lacks', async () => {

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
 import { SignRecords } from '../src/sign/records.js';
+import type { PushSummary } from '../src/client/push.js';
 import { toHex } from '../src/verity/digest.js';
 import { bytesOf, cleanup, makeImageFamily, makeKey, newObjects, runCli, signTag, snapshotStore, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
@@ -42,10 +43,10 @@ after(async () => {
   cleanup(dir, fam?.root ?? '');
 });
 
-async function pushJson(tag: string, tokenFile = join(dir, 'token'), extra: string[] = []): Promise<Record<string, any>> {
+async function pushJson(tag: string, tokenFile = join(dir, 'token'), extra: string[] = []): Promise<PushSummary> {
   const r = await runCli(['push', `${fam.name}:${tag}`, srv.url, '--store', fam.storeDir, '--token-file', tokenFile, '--json', ...extra]);
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as PushSummary;
 }
 
 test('push without a token (401) or with a wrong one (403) is refused and stores nothing', async () => {
