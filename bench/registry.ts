@@ -1,0 +1,126 @@
+/**
+ * cfsdist over a real OCI registry vs what a runtime does today, same run, same registry
+ * (Debian's docker-registry on 127.0.0.1, htpasswd auth), real Debian image family (v1, v2):
+ *
+ *  (a) ready to run, cold: `pull` of v1 into an empty store vs `skopeo copy docker://…:v1
+ *      oci:DIR:v1` + `umoci unpack` (target ≤ 0.5×); also vs `skopeo copy` alone;
+ *  (b) update: `pull` of v2 with v1 present vs `skopeo copy …:v2` into the same layout (v1's
+ *      blobs reused) + `umoci unpack` of v2 (target ≤ 0.2×);
+ *  (c) bytes on the wire: cold pull vs the ordinary image's compressed layers (≤ 1.0×), update
+ *      vs the bytes skopeo moves for it (its new blobs: layer, config, manifest; ≤ 0.5×);
+ *  requests per pull.
+ * skopeo's bytes are the sizes of the blobs and manifests it fetches (HTTP overhead not
+ * counted: in its favour); cfsdist's are socket bytes, headers included.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { Store } from '../src/store/store.js';
+import { push } from '../src/client/push.js';
+import { pull } from '../src/client/pull.js';
+import type { PullSummary } from '../src/client/pull.js';
+import { loadPublicKey } from '../src/sign/keys.js';
+import { RegistryRemote, parseRegistryRef } from '../src/registry/index.js';
+import { registryMissing, signedDebian, startRegistry } from '../test/registry-fixtures.js';
+
+/** One figure (local definition, as bench/README asks). */
+export interface BenchRow {
+  name: string;
+  value: number;
+  unit: string;
+  reference?: number;
+  ratio?: number;
+  target?: string;
+  note?: string;
+}
+
+const SELF = fileURLToPath(import.meta.url);
+const NAME = 'cfsdist/debian';
+
+function sh(cmd: string, args: string[]): number {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
+  return (performance.now() - t0) / 1000;
+}
+
+/** Run the benchmark (needs root, docker-registry, skopeo, umoci). */
+export async function run(): Promise<BenchRow[]> {
+  const missing = registryMissing() || (spawnSync('sh', ['-c', 'command -v skopeo && command -v umoci'], { stdio: 'ignore' }).status !== 0 ? 'skopeo/umoci missing' : false);
+  if (missing) return [{ name: 'registry benchmark skipped', value: 0, unit: '', note: missing }];
+  const dir = mkdtempSync('/var/tmp/cfsdist-bench-registry-');
+  const reg = await startRegistry();
+  const rows: BenchRow[] = [];
+  try {
+    const deb = await signedDebian(dir, NAME);
+    const auth = { username: reg.user, password: reg.password };
+    const remote = () => new RegistryRemote(parseRegistryRef(`docker://${reg.host}/${NAME}`), { auth });
+    const server = await Store.open(deb.storeDir);
+    for (const tag of ['v1', 'v2']) {
+      const r = remote();
+      await push({ store: server, target: r, name: NAME, tag });
+      r.close();
+    }
+    const creds = `${reg.user}:${reg.password}`;
+    for (const tag of ['v1', 'v2']) sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', '--dest-creds', creds, `oci:${deb.layout}:${tag}`, `docker://${reg.host}/library/debian:${tag}`]);
+    // Sizes of what skopeo fetches, from the layout's manifests.
+    const index = JSON.parse(readFileSync(join(deb.layout, 'index.json'), 'utf8')) as { manifests: { digest: string; size: number; annotations?: Record<string, string> }[] };
+    const man = (tag: string) => {
+      const d = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag)!;
+      const j = JSON.parse(readFileSync(join(deb.layout, 'blobs/sha256', d.digest.slice(7)), 'utf8')) as { config: { digest: string; size: number }; layers: { digest: string; size: number }[] };
+      return { manifestSize: d.size, ...j };
+    };
+    const m1 = man('v1');
+    const m2 = man('v2');
+    const layers1 = m1.layers.reduce((a, l) => a + l.size, 0);
+    const have1 = new Set([m1.config.digest, ...m1.layers.map((l) => l.digest)]);
+    const skopeoUpdate = m2.manifestSize + [m2.config, ...m2.layers].filter((b) => !have1.has(b.digest)).reduce((a, b) => a + b.size, 0);
+
+    const trusted = [await loadPublicKey(deb.pub)];
+    const client = await Store.open(join(dir, 'client'), { create: true });
+    const pullTag = async (tag: string): Promise<PullSummary> => {
+      const r = remote();
+      try {
+        return await pull({ store: client, remote: r, name: NAME, tag, trusted });
+      } finally {
+        r.close();
+      }
+    };
+    // Reference: skopeo copy + umoci unpack, v1 then v2 into the same layout.
+    const oci = join(dir, 'oci');
+    const src = `docker://${reg.host}/library/debian`;
+    const copy1 = sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v1`, `oci:${oci}:v1`]);
+    const unpack1 = sh('umoci', ['unpack', '--image', `${oci}:v1`, join(dir, 'bundle-v1')]);
+    const copy2 = sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v2`, `oci:${oci}:v2`]);
+    const unpack2 = sh('umoci', ['unpack', '--image', `${oci}:v2`, join(dir, 'bundle-v2')]);
+    // cfsdist.
+    const p1 = await pullTag('v1');
+    const p2 = await pullTag('v2');
+
+    const ref1 = copy1 + unpack1;
+    const ref2 = copy2 + unpack2;
+    rows.push({ name: 'cold: pull v1 until ready to run', value: p1.seconds, unit: 's', reference: ref1, ratio: p1.seconds / ref1, target: '≤ 0.5× skopeo copy + umoci unpack', note: `skopeo copy ${copy1.toFixed(2)} s + umoci unpack ${unpack1.toFixed(2)} s` });
+    rows.push({ name: 'cold: pull v1 vs skopeo copy alone', value: p1.seconds, unit: 's', reference: copy1, ratio: p1.seconds / copy1, note: 'skopeo copy does not unpack' });
+    rows.push({ name: 'update: pull v2 with v1 present', value: p2.seconds, unit: 's', reference: ref2, ratio: p2.seconds / ref2, target: '≤ 0.2× skopeo copy + umoci unpack', note: `skopeo copy ${copy2.toFixed(2)} s + umoci unpack ${unpack2.toFixed(2)} s` });
+    rows.push({ name: 'update: pull v2 vs skopeo copy alone', value: p2.seconds, unit: 's', reference: copy2, ratio: p2.seconds / copy2 });
+    rows.push({ name: 'cold: bytes received', value: p1.wire.received, unit: 'B', reference: layers1, ratio: p1.wire.received / layers1, target: '≤ 1.0× compressed layers', note: `${p1.objects.fetched} objects, ${p1.bytes.needed} content bytes` });
+    rows.push({ name: 'update: bytes received', value: p2.wire.received, unit: 'B', reference: skopeoUpdate, ratio: p2.wire.received / skopeoUpdate, target: '≤ 0.5× skopeo', note: `${p2.objects.fetched} objects (${p2.bytes.fetched} B content) + image ${p2.bytes.image} B uncompressed` });
+    rows.push({ name: 'cold: requests per pull', value: p1.wire.requests, unit: 'requests', note: `${p1.objects.fetched} objects fetched` });
+    rows.push({ name: 'update: requests per pull', value: p2.wire.requests, unit: 'requests', note: `${p2.objects.fetched} objects fetched` });
+    return rows;
+  } finally {
+    await reg.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] === SELF) {
+  const rows = await run();
+  for (const r of rows) {
+    const v = r.unit === 's' ? r.value.toFixed(2) : String(r.value);
+    const ref = r.reference === undefined ? '' : ` | reference ${r.unit === 's' ? r.reference.toFixed(2) : r.reference} ${r.unit}`;
+    console.log(`${r.name}: ${v} ${r.unit}${ref}${r.ratio === undefined ? '' : ` | ratio ${r.ratio.toFixed(3)}`}${r.target ? ` | target ${r.target}` : ''}${r.note ? ` | ${r.note}` : ''}`);
+  }
+}
