@@ -11,7 +11,7 @@ import { createGunzip } from 'node:zlib';
 
 /** Messages to the worker. */
 export type InflateRequest =
-  | { t: 'in'; buf: Uint8Array }
+  | { t: 'in'; off: number; len: number; bytes: number }
   | { t: 'end' }
   | { t: 'credit'; bytes: number };
 
@@ -24,7 +24,10 @@ export type InflateReply =
 
 /** Worker configuration. */
 export interface InflateConfig {
+  /** Tar bytes out (this worker writes, the main thread reads). */
   ring: SharedArrayBuffer;
+  /** Compressed bytes in (the main thread writes, zlib reads until the write callback). */
+  input: SharedArrayBuffer;
   /** Hash algorithms for the blob and the tar stream (undefined: not hashed). */
   blobAlg?: 'sha256' | 'sha512';
   diffAlg?: 'sha256' | 'sha512';
@@ -32,6 +35,7 @@ export interface InflateConfig {
 
 const cfg = workerData as InflateConfig;
 const ring = Buffer.from(cfg.ring);
+const input = Buffer.from(cfg.input);
 const size = ring.length;
 let head = 0;
 let used = 0;
@@ -103,10 +107,10 @@ function finish(): void {
 parentPort!.on('message', (m: InflateRequest) => {
   switch (m.t) {
     case 'in': {
-      const b = Buffer.from(m.buf.buffer, m.buf.byteOffset, m.buf.length);
+      const b = input.subarray(m.off, m.off + m.len);
       blobHash?.update(b);
       blobBytes += b.length;
-      z.write(b, () => post({ t: 'inack', bytes: b.length }));
+      z.write(b, () => post({ t: 'inack', bytes: m.bytes })); // zlib is done with the bytes
       return;
     }
     case 'end':

@@ -6,8 +6,9 @@
  * instead of overlapping. Here a worker owns the gunzip stream and writes the tar bytes into a
  * shared ring buffer (fixed size: bounded memory); this thread reads them as chunks that are
  * valid until the next one is asked for (the ByteReader contract, see bytes.ts). Compressed
- * input is fed with a cap on bytes in flight. The SHA-256 of the blob and of the tar stream
- * are computed by the worker; a mismatch fails the stream at its end.
+ * input goes the other way through a second shared ring. Both rings are the only buffers of
+ * data in flight, so memory is fixed whatever the blob size. The SHA-256 of the blob and of
+ * the tar stream are computed by the worker; a mismatch fails the stream at its end.
  */
 import { Worker } from 'node:worker_threads';
 import { DecompressError, SourceError } from './errors.js';
@@ -29,7 +30,7 @@ export interface InflateOptions {
   onInput?: (n: number) => void;
 }
 
-const MAX_INPUT_INFLIGHT = 4 << 20;
+const INPUT_RING = 4 << 20;
 
 /** Gunzip `src` (raw, unverified blob bytes) on a worker thread; yields the tar stream. */
 export async function* inflateOffThread(src: AsyncIterable<Uint8Array>, opts: InflateOptions): AsyncGenerator<Buffer> {
@@ -37,7 +38,9 @@ export async function* inflateOffThread(src: AsyncIterable<Uint8Array>, opts: In
   const diffD = opts.diffId ? parseDigest(opts.diffId, `${opts.what} diff_id`) : undefined;
   const ring = new SharedArrayBuffer(opts.ringSize ?? 8 << 20);
   const view = Buffer.from(ring);
-  const cfg: InflateConfig = { ring, blobAlg: blobD?.alg, diffAlg: diffD?.alg };
+  const input = new SharedArrayBuffer(INPUT_RING);
+  const inView = Buffer.from(input);
+  const cfg: InflateConfig = { ring, input, blobAlg: blobD?.alg, diffAlg: diffD?.alg };
   const worker = new Worker(new URL('./inflate-worker.js', import.meta.url), { workerData: cfg });
 
   // Events from the worker, consumed in order by the generator below.
@@ -72,22 +75,35 @@ export async function* inflateOffThread(src: AsyncIterable<Uint8Array>, opts: In
     inputWake?.();
   });
 
-  // Feed the compressed bytes, at most MAX_INPUT_INFLIGHT ahead of inflate.
+  // Feed the compressed bytes through the input ring (space comes back as zlib consumes it;
+  // the worker frees in the order the bytes were sent, so used space is one cyclic range).
   let stopFeeding = false;
+  let inHead = 0;
+  const feedPiece = async (c: Uint8Array): Promise<void> => {
+    const n = c.length;
+    for (;;) {
+      if (stopFeeding || failure) return;
+      const gap = inHead + n > INPUT_RING ? INPUT_RING - inHead : 0;
+      if (inflight + gap + n <= INPUT_RING) {
+        const off = gap ? 0 : inHead;
+        inView.set(c, off);
+        inHead = off + n === INPUT_RING ? 0 : off + n;
+        inflight += gap + n;
+        worker.postMessage({ t: 'in', off, len: n, bytes: gap + n } satisfies InflateRequest);
+        return;
+      }
+      await new Promise<void>((r) => (inputWake = r));
+    }
+  };
   const feed = (async () => {
     try {
       for await (const c of src) {
-        if (stopFeeding) break;
-        while (inflight > MAX_INPUT_INFLIGHT && !stopFeeding && !failure) await new Promise<void>((r) => (inputWake = r));
         if (stopFeeding || failure) break;
-        const copy = new Uint8Array(c.length);
-        copy.set(c);
-        inflight += c.length;
         opts.onInput?.(c.length);
-        const msg: InflateRequest = { t: 'in', buf: copy };
-        worker.postMessage(msg, [copy.buffer]);
+        // Pieces of at most a quarter of the ring, so a big source chunk never blocks forever.
+        for (let o = 0; o < c.length; o += INPUT_RING / 4) await feedPiece(c.subarray(o, Math.min(c.length, o + INPUT_RING / 4)));
       }
-      if (!stopFeeding) worker.postMessage({ t: 'end' } satisfies InflateRequest);
+      if (!stopFeeding && !failure) worker.postMessage({ t: 'end' } satisfies InflateRequest);
     } catch (err) {
       failure ??= err as Error; // a source error (e.g. a read failure) ends the stream as is
       notify();

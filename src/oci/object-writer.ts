@@ -36,7 +36,7 @@ export interface ObjectWriterOptions {
   /** Enable fs-verity on a new object before it is renamed into place (omit: never). */
   enableVerity?: (tmpPath: string) => Promise<unknown>;
   /** Size of the shared ring buffer: the cap on bytes handed to the worker and not yet
-   *  written (default 32 MiB). */
+   *  written (default 16 MiB). */
   ringSize?: number;
   /** Largest piece of a file in the ring; bigger files go in chunks (default 4 MiB, at most a
    *  quarter of the ring). */
@@ -77,7 +77,7 @@ export class ObjectWriter implements BlobSink {
   private closing: Promise<void> | undefined;
 
   constructor(private readonly opts: ObjectWriterOptions) {
-    this.ringSize = opts.ringSize ?? 32 << 20;
+    this.ringSize = opts.ringSize ?? 16 << 20;
     this.chunkSize = Math.max(1, Math.min(opts.chunkSize ?? 4 << 20, Math.floor(this.ringSize / 4)));
     this.ring = new SharedArrayBuffer(this.ringSize);
     this.ringBuf = Buffer.from(this.ring);
