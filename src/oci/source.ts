@@ -126,7 +126,7 @@ export function splitPathRef(spec: string): { path: string; ref?: string } {
   return { path: spec.slice(0, i), ref: spec.slice(i + 1) || undefined };
 }
 
-/** Open `oci:DIR[:REF]`, `docker-archive:FILE[:REF]` or `dir:PATH`. */
+/** Open `oci:DIR[:REF]`, `docker-archive:FILE[:REF]`, `dir:PATH` or `docker://HOST[:PORT]/REPO:TAG`. */
 export async function openSource(spec: string, opts: SourceOptions = {}): Promise<ImageSource> {
   const m = /^([a-z-]+):(.*)$/.exec(spec);
   if (!m || !m[2]) throw new SourceError('BAD_SOURCE', `invalid source ${JSON.stringify(spec)}: expected oci:DIR[:REF], docker-archive:FILE[:REF] or dir:PATH`);
@@ -146,8 +146,11 @@ export async function openSource(spec: string, opts: SourceOptions = {}): Promis
       const { openDirSource } = await import('./dir-source.js');
       return openDirSource(rest!, opts);
     }
-    case 'docker':
-      throw new SourceError('UNSUPPORTED_SOURCE', `docker:// sources are not supported yet (registry support comes with the registry module)`);
+    case 'docker': {
+      // docker://HOST[:PORT]/REPO:TAG — an ordinary image in an OCI registry (src/registry).
+      const { openRegistrySource } = await import('../registry/index.js');
+      return openRegistrySource(spec, opts);
+    }
     default:
       throw new SourceError('BAD_SOURCE', `unknown source transport ${JSON.stringify(transport)}: expected oci:, docker-archive: or dir:`);
   }
