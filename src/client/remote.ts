@@ -76,7 +76,7 @@ export interface RemoteRef {
 export function parseRemoteRef(ref: string): RemoteRef {
   const m = /^(https?:\/\/[^/]+)\/(.+)$/.exec(ref);
   if (!m) {
-    if (/^docker:\/\//.test(ref)) throw new PullError('BAD_REMOTE', `${ref}: OCI registries (docker://) are not supported by this build yet`);
+    if (/^docker:\/\//.test(ref)) throw new PullError('BAD_REMOTE', `${ref}: a registry reference, not a cfsdist server's (open it with src/registry's openRegistryRemote)`);
     throw new PullError('BAD_REMOTE', `${JSON.stringify(ref)} is not a remote image reference (expected http://HOST:PORT/NAME:TAG)`);
   }
   const { name, tag } = parseRef(m[2]!);

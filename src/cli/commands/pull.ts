@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { globals, info, out, outJson } from '../context.js';
 import { UsageError } from '../../errors.js';
+import type { PushTarget, Remote } from '../../client/remote.js';
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -26,7 +27,7 @@ export function register(program: Command): void {
   program
     .command('pull')
     .description('fetch a signed image and only the objects the store lacks, verifying everything')
-    .argument('<ref>', 'http://HOST:PORT/NAME[:TAG]')
+    .argument('<ref>', 'http://HOST:PORT/NAME[:TAG] (cfsdist server) or docker://HOST[:PORT]/REPO[:TAG] (OCI registry)')
     .option('--trust <pubkey>', 'trusted public key (repeatable; STORE/trust/*.pub are trusted too)', collect, [])
     .option('--dry-run', 'print the plan (what would be fetched, what is shared with local images); change nothing')
     .option('--concurrency <n>', 'requests in flight (default 4)')
@@ -41,11 +42,23 @@ export function register(program: Command): void {
       const { Store } = await import('../../store/store.js');
       const { loadTrustedKeys } = await import('../../sign/keys.js');
       const { SignRecords } = await import('../../sign/records.js');
-      const r = parseRemoteRef(ref);
       const compress = parseCompressMode(opts.compress);
+      let r: { name: string; tag: string };
+      let remote: Remote;
+      if (/^docker:\/\//.test(ref)) {
+        // An OCI registry behind the same pipeline (src/registry; credentials from
+        // CFSDIST_REGISTRY_USER/PASSWORD or a Docker auth file).
+        const { openRegistryRemote } = await import('../../registry/index.js');
+        const o = openRegistryRemote(ref);
+        r = { name: o.name, tag: o.tag };
+        remote = o.remote;
+      } else {
+        const h = parseRemoteRef(ref);
+        r = h;
+        remote = new HttpRemote(h.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1 });
+      }
       const store = await Store.open(g.store, { create: !opts.dryRun });
       const trusted = await loadTrustedKeys(opts.trust, new SignRecords(store.dir).trustDir);
-      const remote = new HttpRemote(r.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1 });
       const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `pull ${r.name}:${r.tag}`) : undefined;
       let s;
       try {
@@ -80,7 +93,7 @@ export function register(program: Command): void {
     .command('push')
     .description("send a signed image to a cfsdist server: statement, image and only the objects it lacks")
     .argument('<ref>', 'NAME[:TAG] (signed with cfsdist sign)')
-    .argument('<remote>', 'http://HOST:PORT')
+    .argument('<remote>', 'http://HOST:PORT (cfsdist server) or docker://HOST[:PORT][/REPO] (OCI registry; REPO defaults to NAME)')
     .option('--token-file <file>', 'bearer token of the server (default $CFSDIST_TOKEN)')
     .option('--concurrency <n>', 'uploads in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server answers nothing for this long (default 30)')
@@ -94,14 +107,19 @@ export function register(program: Command): void {
       const { parseRef } = await import('../../store/names.js');
       const { Store } = await import('../../store/store.js');
       const { name, tag } = parseRef(ref);
-      const base = parseRemoteBase(url);
       let token = process.env.CFSDIST_TOKEN?.trim() || undefined;
       if (opts.tokenFile) {
         const { readFile } = await import('node:fs/promises');
         token = (await readFile(opts.tokenFile, 'utf8')).trim();
       }
       const store = await Store.open(g.store);
-      const target = new HttpRemote(base, { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1 });
+      let target: PushTarget;
+      if (/^docker:\/\//.test(url)) {
+        const { openRegistryRemote } = await import('../../registry/index.js');
+        target = openRegistryRemote(/^docker:\/\/[^/]+\/?$/.test(url) ? `${url.replace(/\/$/, '')}/${name}` : url).remote;
+      } else {
+        target = new HttpRemote(parseRemoteBase(url), { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1 });
+      }
       const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `push ${name}:${tag}`) : undefined;
       let s;
       try {
