@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
@@ -74,6 +74,13 @@ test('pull v1 fetches every object; pull v2 fetches exactly what v1 lacks', asyn
   assert.match(human.stdout, new RegExp(`to fetch: +${fresh.length} `));
   assert.match(human.stdout, new RegExp(`shares ${plan.present.count} objects .* with ${fam.name}:v1`));
   assert.equal((human.stdout.match(/^ {2}fetch [0-9a-f]{64} {2}/gm) ?? []).length, Math.min(20, fresh.length));
+
+  // A dry run without any store plans against nothing and creates nothing.
+  const none = join(dir, 'no-store-here');
+  const dry0 = await runCli(['pull', `${srv.url}/${fam.name}:v2`, '--store', none, '--trust', pub, '--dry-run', '--json']);
+  assert.equal(dry0.code, 0, dry0.stderr);
+  assert.deepEqual(JSON.parse(dry0.stdout).plan.fetch, { count: fam.v2.objects.length, bytes: bytesOf(fam.v2.objects) });
+  assert.equal(existsSync(none), false);
 
   const s2 = await pullJson('v2');
   assert.equal(s2.objects.fetched, fresh.length);

@@ -57,8 +57,17 @@ export function register(program: Command): void {
         r = h;
         remote = new HttpRemote(h.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1 });
       }
-      const store = await Store.open(g.store, { create: !opts.dryRun });
-      const trusted = await loadTrustedKeys(opts.trust, new SignRecords(store.dir).trustDir);
+      // A dry run changes nothing: without a store it plans against an empty scratch one.
+      const { existsSync } = await import('node:fs');
+      let scratch: string | undefined;
+      if (opts.dryRun && !existsSync(g.store)) {
+        const { mkdtemp } = await import('node:fs/promises');
+        const { tmpdir } = await import('node:os');
+        const { join } = await import('node:path');
+        scratch = await mkdtemp(join(tmpdir(), 'cfsdist-plan-'));
+      }
+      const store = await Store.open(scratch ?? g.store, { create: !opts.dryRun || scratch !== undefined });
+      const trusted = await loadTrustedKeys(opts.trust, new SignRecords(g.store).trustDir);
       const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `pull ${r.name}:${r.tag}`) : undefined;
       let s;
       try {
@@ -66,6 +75,10 @@ export function register(program: Command): void {
       } finally {
         bar?.done();
         remote.close();
+        if (scratch) {
+          const { rm } = await import('node:fs/promises');
+          await rm(scratch, { recursive: true, force: true });
+        }
       }
       if (g.json) return outJson(s);
       if (s.plan) {
