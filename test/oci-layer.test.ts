@@ -181,7 +181,10 @@ test('hardlinks share one inode, also to files of lower layers; bad targets are 
   await rejectsCode(layerOf([{ path: 'x', type: 'link', linkpath: '../../../etc/shadow' }]), 'HARDLINK_TARGET_MISSING');
   await rejectsCode(layerOf([{ path: 'd/', type: 'dir' }, { path: 'x', type: 'link', linkpath: 'd' }]), 'HARDLINK_TO_DIRECTORY');
   await rejectsCode(layerOf([{ path: 'f', content: 'f' }, { path: '.wh.f' }, { path: 'x', type: 'link', linkpath: 'gone' }]), 'HARDLINK_TARGET_MISSING');
-  await rejectsCode(layerOf([{ path: 'f', content: 'f' }, { path: 'f', type: 'link', linkpath: 'f' }]), 'HARDLINK_SELF');
+  await rejectsCode(layerOf([{ path: 'f', content: 'f' }, { path: 'f', type: 'link', linkpath: './f' }]), 'HARDLINK_SELF');
+  // The same hardlink member twice is just a duplicate, not a self-link.
+  const dup = await layerOf([{ path: 'f', content: 'f' }, { path: 'g', type: 'link', linkpath: 'f' }, { path: 'g', type: 'link', linkpath: 'f' }]);
+  assert.equal(lookup(dup.root, 'g'), lookup(dup.root, 'f'));
 });
 
 test('duplicate members: the later one wins; a directory over a directory keeps its children', async () => {

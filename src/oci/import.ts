@@ -2,10 +2,12 @@
  * Server-side import: an image source → per-layer metadata trees (contents into the store's
  * objects) → merged tree → one composefs image in the store, tagged NAME:TAG.
  *
- * Pipeline per layer: blob bytes (digest-checked) → decompress (gzip on the thread pool / zstd
- * in a child process) → tar parser (this thread) → layer tree; file contents are copied off the
- * stream and hashed and written by the ObjectWriter's worker thread. Memory is bounded by the
- * writer's in-flight cap plus one chunk of each stage, whatever the layer size.
+ * Pipeline per layer, across threads:
+ *   blob bytes ─▶ [inflate worker: gunzip, SHA-256 of the blob and of the tar stream]
+ *     ─ring─▶ [this thread: tar parser → layer tree → merge]
+ *     ─ring─▶ [object writer worker: fs-verity digest, temp file, rename into objects/]
+ * (zstd goes through the `zstd` tool, plain tar straight in; their digests are checked on this
+ * thread). Memory is the rings plus the metadata trees, whatever the layer size.
  *
  * All-or-nothing for names: the image and its tag are written only after every layer was read
  * and verified and every object is on disk (one filesystem sync). A failed import leaves at
@@ -216,13 +218,15 @@ async function readDirectorySource(source: DirectorySource, writer: BlobSink, to
     totals.objects++;
     totals.bytes += inode.size;
     const want = inode.digest;
-    pending.push(done.then((r) => {
+    const p = done.then((r) => {
       if (!r.digest.equals(want)) throw new SourceError('SOURCE_CHANGED', `${source.name}: ${path.toString()} changed while it was imported`);
       if (!r.existed) {
         totals.objectsNew++;
         totals.bytesNew += r.size;
       }
-    }));
+    });
+    p.catch(() => undefined); // handled below (allSettled); no unhandled rejection meanwhile
+    pending.push(p);
     bytes += inode.size;
     opts.onProgress?.({ layer: 1, layers: 1, bytes, entries: totals.entries, phase: 'layer' });
   }

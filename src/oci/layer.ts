@@ -168,8 +168,10 @@ class LayerBuilder {
     const existing = dir.entries!.get(key);
     switch (e.type) {
       case 'link': {
+        const self = cleanPath(e.path);
+        const to = cleanPath(e.linkpath);
+        if (self.length === to.length && self.every((c, i) => c.equals(to[i]!))) this.fail('HARDLINK_SELF', e, 'hardlink to itself');
         const target = this.lookupLink(e);
-        if (target === existing) this.fail('HARDLINK_SELF', e, 'hardlink to itself');
         dir.entries!.set(key, target);
         this.stats.hardlinks++;
         return;
