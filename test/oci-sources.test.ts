@@ -175,7 +175,8 @@ test('dir: a skopeo directory is a layered image; any other directory is a plain
 
 test('source specs: unknown transports and paths containing colons', async () => {
   await rejectsCode(openSource('ftp://x'), 'BAD_SOURCE');
-  await rejectsCode(openSource('docker://registry/x'), 'UNSUPPORTED_SOURCE');
+  // docker:// goes to the registry module, which checks the reference itself.
+  await assert.rejects(openSource('docker://registry-without-repo'), (e: unknown) => (e as { code?: string }).code === 'BAD_REF');
   await rejectsCode(openSource('nothing'), 'BAD_SOURCE');
   const colon = join(work, 'a:b');
   mkdirSync(colon);

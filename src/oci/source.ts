@@ -152,7 +152,7 @@ export async function openSource(spec: string, opts: SourceOptions = {}): Promis
       return openRegistrySource(spec, opts);
     }
     default:
-      throw new SourceError('BAD_SOURCE', `unknown source transport ${JSON.stringify(transport)}: expected oci:, docker-archive: or dir:`);
+      throw new SourceError('BAD_SOURCE', `unknown source transport ${JSON.stringify(transport)}: expected oci:, docker-archive:, dir: or docker://`);
   }
 }
 

@@ -31,7 +31,7 @@ export function register(program: Command): void {
   program
     .command('import')
     .description('import a container image into the store as one composefs image')
-    .argument('<source>', 'oci:DIR[:REF] | docker-archive:FILE[:REF] | dir:PATH')
+    .argument('<source>', 'oci:DIR[:REF] | docker-archive:FILE[:REF] | dir:PATH | docker://HOST[:PORT]/REPO[:TAG]')
     .argument('<name>', 'NAME[:TAG] to tag the image with (tag defaults to latest)')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
     .option('--no-sync', 'do not sync the filesystem before the image is tagged (faster, not crash-safe)')
