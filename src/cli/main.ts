@@ -53,6 +53,11 @@ function addGlobalFlags(cmd: Command): void {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // A reader that stops early (`cfsdist … | head`) is not an error: end quietly.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    throw e;
+  });
   const program = buildProgram();
   const debug = argv.includes('--debug');
   try {

@@ -88,6 +88,16 @@ export class HttpRemote implements PushTarget {
     return r.buffer(64 * 1024);
   }
 
+  async getDelta(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined> {
+    const r = await this.req('GET', `${API}/deltas/${toHex(base)}/${toHex(target)}`, { compressed: false });
+    if (r.status === 404) {
+      await r.buffer(64 * 1024).catch(() => undefined);
+      return undefined;
+    }
+    if (r.status !== 200) return r.fail(`delta ${toHex(base)} → ${toHex(target)} from ${this.location}`);
+    return r.buffer(maxBytes);
+  }
+
   async has(digests: Buffer[]): Promise<boolean[]> {
     const out: boolean[] = [];
     for (let i = 0; i < digests.length; i += MAX_QUERY_DIGESTS) {

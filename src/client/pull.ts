@@ -54,6 +54,10 @@ export interface PullOptions {
   trusted: PublicKeyEntry[];
   /** Compute and return the plan; change nothing. */
   dryRun?: boolean;
+  /** One-line notices (e.g. a delta that could not be used and the full image fetched instead). */
+  onNotice?: (line: string) => void;
+  /** Ask the remote for a metadata delta from a local image of the same name (default true). */
+  deltas?: boolean;
   /** Requests in flight (default 4). */
   concurrency?: number;
   /** Seconds since the epoch (default now). */
@@ -100,6 +104,8 @@ export interface PullSummary {
   version: number;
   keyid: string;
   dryRun: boolean;
+  /** The metadata delta used instead of the full image (or, with --dry-run, the one that would be). */
+  delta?: { base: string; bytes: number; imageBytes: number };
   objects: { needed: number; present: number; resumed: number; fetched: number };
   bytes: { needed: number; present: number; resumed: number; fetched: number; image: number; statement: number };
   wire: WireStats;
@@ -190,6 +196,41 @@ async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/**
+ * A metadata delta to `image` from a local image of the same name (the tag's current image
+ * first), rebuilt and checked against the signed digest. Any failure — no delta, a corrupt or
+ * mismatching one, one for another base — is a one-line notice and undefined: the caller then
+ * fetches the full image, so a delta can never fail a pull.
+ */
+async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; base: Buffer; bytes: number } | undefined> {
+  const { store, remote, name, tag } = opts;
+  if (!remote.getDelta) return undefined;
+  const bases: Buffer[] = [];
+  const current = await store.getTag(name, tag);
+  if (current) bases.push(current);
+  for (const t of await store.listTags()) if (t.name === name && !bases.some((b) => b.equals(t.image))) bases.push(t.image);
+  for (const base of bases.slice(0, 3)) {
+    if (base.equals(image) || !(await store.hasImage(base))) continue;
+    let delta: Buffer | undefined;
+    try {
+      delta = await remote.getDelta(base, image, imageSize + (1 << 20));
+    } catch (err) {
+      opts.onNotice?.(`${where}: delta unavailable (${(err as Error).message}); fetching the full image`);
+      return undefined;
+    }
+    if (!delta) continue;
+    try {
+      const { applyDelta } = await import('../delta/delta.js');
+      const baseBytes = await readFile(store.imagePath(base));
+      return { image: applyDelta(baseBytes, delta, image), base, bytes: delta.length };
+    } catch (err) {
+      opts.onNotice?.(`${where}: delta from ${toHex(base).slice(0, 12)}… unusable (${(err as Error).message}); fetching the full image`);
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
 /** Pull NAME:TAG (see the file comment). Throws SignError / PullError / TransportError /
  * ProtocolError with a message naming the remote and the object at fault. */
 export async function pull(opts: PullOptions): Promise<PullSummary> {
@@ -219,17 +260,30 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     report();
     let imageBytes: Buffer;
     let imageFetched = 0;
+    let deltaUsed: PullSummary['delta'];
     if (await store.hasImage(image)) {
       imageBytes = await readFile(store.imagePath(image));
       if (!fsverityDigest(imageBytes).equals(image)) throw new StoreError('IMAGE_CORRUPT', `local image ${s.image} is corrupt (run cfsdist fsck --repair)`);
     } else if (dryRun) {
-      imageBytes = await collect(remote.getImage(image, s.imageSize, opts.signal));
+      const d = opts.deltas === false ? undefined : await tryDelta(opts, image, s.imageSize, where);
+      if (d) deltaUsed = { base: toHex(d.base), bytes: d.bytes, imageBytes: s.imageSize };
+      imageBytes = d ? d.image : await collect(remote.getImage(image, s.imageSize, opts.signal));
       imageFetched = imageBytes.length;
       const got = fsverityDigest(imageBytes);
       if (!got.equals(image)) throw new PullError('IMAGE_MISMATCH', `image from ${remote.location}: fs-verity digest ${toHex(got)}, but the signed statement names ${s.image}`);
     } else {
       ingest = await Ingest.open(store, image);
       imageBytes = await readFile(ingest.imagePath).catch(() => Buffer.alloc(0));
+      if ((imageBytes.length === 0 || !fsverityDigest(imageBytes).equals(image)) && opts.deltas !== false) {
+        const d = await tryDelta(opts, image, s.imageSize, where);
+        if (d) {
+          const tmp = await writeTemp(store.tmpDir, d.image, { sync: false, what: `image ${s.image}` });
+          await rename(tmp.path, ingest.imagePath);
+          imageBytes = d.image;
+          imageFetched = d.bytes;
+          deltaUsed = { base: toHex(d.base), bytes: d.bytes, imageBytes: s.imageSize };
+        }
+      }
       if (imageBytes.length === 0 || !fsverityDigest(imageBytes).equals(image)) {
         const tmp = await writeTemp(store.tmpDir, remote.getImage(image, s.imageSize, opts.signal), { sync: false, what: `image ${s.image}` }).catch((err: unknown) => {
           throw unwrap(err);
@@ -275,6 +329,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       version: s.version,
       keyid: v.keyid,
       dryRun,
+      ...(deltaUsed ? { delta: deltaUsed } : {}),
       objects: { needed: facts.count, present: present.length, resumed: resumed.length, fetched: 0 },
       bytes: { needed: facts.totalSize, present: amount(present).bytes, resumed: amount(resumed).bytes, fetched: 0, image: imageFetched, statement: envelope.length },
       wire: wire0,

@@ -35,6 +35,9 @@ export interface Remote {
   getImage(digest: Buffer, size: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   /** The kernel fs-verity signature of an image, if the remote has one. */
   getFsveritySignature(digest: Buffer): Promise<Buffer | undefined>;
+  /** A metadata delta from image `base` to image `target` (src/delta), if the remote has one;
+   * at most `maxBytes`. Not trusted: the client checks what it rebuilds against the statement. */
+  getDelta?(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined>;
   /** For each digest, whether the remote has that object (one round trip per 256 Ki digests). */
   has(digests: Buffer[]): Promise<boolean[]>;
   /** The objects, in any order, each exactly its size; every one of them, or an error. */

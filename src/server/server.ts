@@ -405,6 +405,11 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         if (m === 'PUT') return putFsveritySig(req, res, d);
       }
     }
+    if (kind === 'deltas' && parts.length === 4 && isRead) {
+      // metadata delta from image a to image b (src/delta), content-addressed by the pair
+      const { deltaPath } = await import('../delta/store.js');
+      return sendFile(req, res, deltaPath(store, digestOf(a), digestOf(b)), `${a}-${b}`, 'application/vnd.cfsdist.delta.v1', true);
+    }
     throw new HttpStatusError(m === 'GET' || m === 'HEAD' || m === 'PUT' || m === 'POST' ? 404 : 405, `no such resource ${m} ${url.pathname}`);
   };
 

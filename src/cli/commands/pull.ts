@@ -30,10 +30,11 @@ export function register(program: Command): void {
     .argument('<ref>', 'http://HOST:PORT/NAME[:TAG] (cfsdist server) or docker://HOST[:PORT]/REPO[:TAG] (OCI registry)')
     .option('--trust <pubkey>', 'trusted public key (repeatable; STORE/trust/*.pub are trusted too)', collect, [])
     .option('--dry-run', 'print the plan (what would be fetched, what is shared with local images); change nothing')
+    .option('--no-delta', 'always fetch the full metadata image, never a delta from a local image')
     .option('--concurrency <n>', 'requests in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server sends nothing for this long (default 30)')
     .option('--compress <mode>', 'accepted encodings: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
-    .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
+    .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
       const g = globals(cmd);
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
       const timeout = seconds(opts.timeout, '--timeout', 30);
@@ -71,7 +72,11 @@ export function register(program: Command): void {
       const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `pull ${r.name}:${r.tag}`) : undefined;
       let s;
       try {
-        s = await pull({ store, remote, name: r.name, tag: r.tag, trusted, dryRun: opts.dryRun, concurrency, onProgress: bar ? (p) => bar.update(p, p.phase !== 'objects') : undefined });
+        s = await pull({
+          store, remote, name: r.name, tag: r.tag, trusted, dryRun: opts.dryRun, concurrency, deltas: opts.delta !== false,
+          onProgress: bar ? (p) => bar.update(p, p.phase !== 'objects') : undefined,
+          onNotice: (line) => info(g, `notice: ${line}`),
+        });
       } finally {
         bar?.done();
         remote.close();
@@ -84,7 +89,8 @@ export function register(program: Command): void {
       if (s.plan) {
         const p = s.plan;
         out(`plan for ${r.name}:${r.tag} version ${s.version} (image ${s.image}, signed by ${s.keyid.slice(0, 16)}…)`);
-        out(`  image: ${p.imageBytes ? `fetch ${humanBytes(p.imageBytes)}` : 'already local'}`);
+        if (s.delta) out(`  image: delta from ${s.delta.base.slice(0, 16)}…: ${humanBytes(s.delta.bytes)} instead of the full image's ${humanBytes(s.delta.imageBytes)}`);
+        else out(`  image: ${p.imageBytes ? `fetch ${humanBytes(p.imageBytes)} (no delta from a local image)` : 'already local'}`);
         out(`  objects needed: ${p.needed.count} (${humanBytes(p.needed.bytes)})`);
         out(`  present:        ${p.present.count} (${humanBytes(p.present.bytes)})`);
         if (p.resumed.count) out(`  resumed:        ${p.resumed.count} (${humanBytes(p.resumed.bytes)}) verified by an interrupted pull`);
@@ -99,6 +105,7 @@ export function register(program: Command): void {
         `pulled ${r.name}:${r.tag} version ${s.version}: image ${s.image}; objects ${s.objects.needed} needed, ${s.objects.present} present, ` +
           `${s.objects.resumed ? `${s.objects.resumed} resumed, ` : ''}${s.objects.fetched} fetched (${humanBytes(s.bytes.fetched)})`,
       );
+      if (s.delta) info(g, `image rebuilt from a ${humanBytes(s.delta.bytes)} delta (full image ${humanBytes(s.delta.imageBytes)})`);
       info(g, `${humanBytes(s.wire.received)} received in ${s.wire.requests} requests, ${s.seconds.toFixed(2)} s`);
     });
 

@@ -1,0 +1,69 @@
+/**
+ * Deltas in a store: `STORE/deltas/<base hex>-<target hex>.delta`, written atomically. A server
+ * makes them when a tag is signed, from the images of the tag's last few signed versions to the
+ * new one, so a client holding any of those versions can update by delta.
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Store } from '../store/store.js';
+import { SignRecords } from '../sign/records.js';
+import { parseEnvelope } from '../sign/dsse.js';
+import { parseStatementPayload } from '../sign/statement.js';
+import { fromHex, toHex } from '../verity/digest.js';
+import { computeDelta } from './delta.js';
+
+/** How many earlier versions of a tag get a delta to the newest one, by default. */
+export const DEFAULT_DELTA_BASES = 3;
+
+/** Where the delta from `base` to `target` lives. */
+export function deltaPath(store: Store, base: Buffer, target: Buffer): string {
+  return join(store.dir, 'deltas', `${toHex(base)}-${toHex(target)}.delta`);
+}
+
+/** What `makeDeltas` made. */
+export interface DeltaMade {
+  base: string;
+  target: string;
+  bytes: number;
+  imageBytes: number;
+}
+
+/**
+ * Make deltas to `target` from the images of the previous `keep` signed versions of NAME:TAG
+ * (those still in the store and different from the target). Existing deltas are kept.
+ */
+export async function makeDeltas(store: Store, name: string, tag: string, target: Buffer, keep = DEFAULT_DELTA_BASES): Promise<DeltaMade[]> {
+  const records = new SignRecords(store.dir);
+  const versions = await records.historyVersions(name, tag);
+  const bases: Buffer[] = [];
+  for (const v of versions.reverse()) {
+    if (bases.length >= keep) break;
+    const file = join(store.dir, 'signatures', ...name.split('/'), `:${tag}.history`, `${v}.dsse`);
+    const bytes = await readFile(file).catch(() => undefined);
+    if (!bytes) continue;
+    try {
+      const env = parseEnvelope(bytes, file);
+      const s = parseStatementPayload(Buffer.from(env.payload, 'base64'), file);
+      const img = fromHex(s.image);
+      if (!img.equals(target) && !bases.some((b) => b.equals(img)) && (await store.hasImage(img))) bases.push(img);
+    } catch {
+      continue; // an unreadable history entry only means one delta fewer
+    }
+  }
+  const made: DeltaMade[] = [];
+  if (!bases.length) return made;
+  const targetBytes = await readFile(store.imagePath(target));
+  await mkdir(join(store.dir, 'deltas'), { recursive: true });
+  for (const base of bases) {
+    const path = deltaPath(store, base, target);
+    if (existsSync(path)) continue;
+    const delta = computeDelta(await readFile(store.imagePath(base)), targetBytes);
+    if (!delta) continue; // not reproducible from a dumpfile: clients fetch the full image
+    const tmp = `${path}.${process.pid}.tmp`;
+    await writeFile(tmp, delta);
+    await rename(tmp, path);
+    made.push({ base: toHex(base), target: toHex(target), bytes: delta.length, imageBytes: targetBytes.length });
+  }
+  return made;
+}
