@@ -4,8 +4,9 @@
  * rebuild. Families: the real Debian v1 → v2 (needs root) and a 140,000-entry synthetic tree
  * with 1 % of files changed, 0.2 % added, 0.2 % removed.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +49,70 @@ function measure(family: string, base: Buffer, target: Buffer): BenchRow[] {
   }
 }
 
+/** Bytes of new files below `dir` compared with the `before` listing. */
+function newBytes(dir: string, before: Set<string>): number {
+  let n = 0;
+  for (const f of readdirSync(dir, { recursive: true }).map(String)) {
+    const p = join(dir, f);
+    if (!before.has(f) && statSync(p).isFile()) n += statSync(p).size;
+  }
+  return n;
+}
+
+/**
+ * Update bytes on the real family: a client at v1 pulls v2 from `cfsdist serve`, by delta and
+ * without; against what `skopeo copy` of the ordinary image moves when the destination already
+ * holds v1 (the new blobs it writes).
+ */
+async function updateBytes(layout: string): Promise<BenchRow[]> {
+  const work = mkdtempSync(join(tmpdir(), 'cfsdist-bench-update-'));
+  const run = (args: string[]) => {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cfsdist ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  let server: ChildProcess | undefined;
+  try {
+    const s = join(work, 'server');
+    const key = join(work, 'k');
+    run(['--store', s, '--quiet', 'import', `oci:${layout}:v1`, 'demo:latest']);
+    run(['key', 'generate', '--out', key]);
+    run(['--store', s, 'sign', 'demo:latest', '--key', key]);
+    server = spawn(process.execPath, [CLI, '--store', s, 'serve', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const url = await new Promise<string>((res, rej) => {
+      const timer = setTimeout(() => rej(new Error('server did not start')), 20_000);
+      createInterface({ input: server!.stdout! }).on('line', (l) => {
+        const m = /(http:\/\/127\.0\.0\.1:\d+)/.exec(l);
+        if (m) {
+          clearTimeout(timer);
+          res(m[1]!);
+        }
+      });
+    });
+    for (const c of ['a', 'b']) run(['--store', join(work, c), '--quiet', 'pull', `${url}/demo:latest`, '--trust', `${key}.pub`]);
+    run(['--store', s, '--quiet', 'import', `oci:${layout}:v2`, 'demo:latest']);
+    run(['--store', s, 'sign', 'demo:latest', '--key', key]);
+    type Pull = { delta?: { bytes: number }; bytes: { fetched: number; image: number; statement: number }; wire: { received: number } };
+    const withDelta = JSON.parse(run(['--store', join(work, 'a'), '--json', '--quiet', 'pull', `${url}/demo:latest`, '--trust', `${key}.pub`])) as Pull;
+    const full = JSON.parse(run(['--store', join(work, 'b'), '--json', '--quiet', 'pull', `${url}/demo:latest`, '--trust', `${key}.pub`, '--no-delta'])) as Pull;
+    if (!withDelta.delta) throw new Error('the update did not use a delta');
+    // skopeo: destination already holding v1, then copy v2 and count what it wrote
+    const dest = join(work, 'skopeo');
+    execFileSync('skopeo', ['copy', '-q', `oci:${layout}:v1`, `oci:${dest}:v1`]);
+    const before = new Set(readdirSync(dest, { recursive: true }).map(String));
+    execFileSync('skopeo', ['copy', '-q', `oci:${layout}:v2`, `oci:${dest}:v2`]);
+    const skopeo = newBytes(dest, before);
+    const ours = withDelta.wire.received;
+    return [
+      { name: 'Debian v1 → v2 update, bytes received: delta pull / skopeo copy', value: ours, unit: 'B', reference: skopeo, ratio: ours / skopeo, note: `objects ${withDelta.bytes.fetched} B + delta ${withDelta.delta.bytes} B + statement and protocol; skopeo: new blobs written when the destination holds v1` },
+      { name: 'Debian v1 → v2 update, bytes received: delta pull / full-image pull', value: ours, unit: 'B', reference: full.wire.received, ratio: ours / full.wire.received, note: `full-image pull moves the ${full.bytes.image} B image` },
+    ];
+  } finally {
+    server?.kill('SIGTERM');
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 /** Run the benchmark and return its rows. */
 export async function run(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
@@ -67,6 +132,7 @@ export async function run(): Promise<BenchRow[]> {
         imgs.push(readFileSync(join(store, 'images', (JSON.parse(r.stdout) as { image: string }).image)));
       }
       rows.push(...measure('Debian family v1 → v2', imgs[0]!, imgs[1]!));
+      rows.push(...(await updateBytes(family.layout)));
     } finally {
       rmSync(store, { recursive: true, force: true });
     }

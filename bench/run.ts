@@ -60,6 +60,15 @@ async function main(): Promise<void> {
       sections.push({ module: m, rows: [], error: (e as Error).message, seconds: (Date.now() - t0) / 1000 });
     }
   }
+  // Each module's rows are kept in results/<module>.json, so `npm run bench -- NAME` re-runs one
+  // module and the report still shows the latest figures of every module.
+  const { readFileSync, existsSync } = await import('node:fs');
+  for (const sec of sections) writeFileSync(join(RESULTS, `${sec.module}.json`), JSON.stringify(sec, null, 1) + '\n');
+  sections.length = 0;
+  for (const m of MODULES) {
+    const f = join(RESULTS, `${m}.json`);
+    if (existsSync(f)) sections.push(JSON.parse(readFileSync(f, 'utf8')) as (typeof sections)[number]);
+  }
   const lines: string[] = [];
   lines.push('# cfsdist benchmark results', '');
   lines.push(`Produced by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}.`);
