@@ -1,23 +1,6 @@
 /** Evolving a tree into its next version, for delta tests and benchmarks. */
 import { type Inode, S_IFREG, newInode, walk } from '../src/tree/tree.js';
-
-/** A small deterministic PRNG (mulberry32). */
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-}
+import { Rng } from '../test/random-tree.js';
 
 /** A version of `root` with `changed` files given new content, `added` new files, `removed` files gone. */
 export function evolve(root: Inode, seed: number, fractions: { changed: number; added: number; removed: number }): void {

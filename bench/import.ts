@@ -27,16 +27,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 
-/** One figure of a benchmark (same shape as bench/types.ts). */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  reference?: number;
-  ratio?: number;
-  target?: string;
-  note?: string;
-}
+import type { BenchRow } from './types.js';
+export type { BenchRow };
 
 const CACHE = '/var/tmp/cfsdist-test-cache';
 const GEN = join(CACHE, 'bench-import-gen-v1');

@@ -13,16 +13,8 @@ import { generateDumpfile } from './gen-dumpfile.js';
 import { ErofsImage } from '../src/erofs/reader.js';
 import { walk } from '../src/tree/tree.js';
 
-/** One figure, with its reference measured in the same run. */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  reference?: number;
-  ratio?: number;
-  target?: string;
-  note?: string;
-}
+import type { BenchRow } from './types.js';
+export type { BenchRow };
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(REPO, 'bin', 'cfsdist');

@@ -25,16 +25,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** One figure of a benchmark (same shape as bench/types.ts). */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  reference?: number;
-  ratio?: number;
-  target?: string;
-  note?: string;
-}
+import type { BenchRow } from './types.js';
+export type { BenchRow };
 
 const SELF = fileURLToPath(import.meta.url);
 const REPO = resolve(dirname(SELF), '..', '..');

@@ -25,16 +25,8 @@ import { loadPublicKey } from '../src/sign/keys.js';
 import { RegistryRemote, parseRegistryRef } from '../src/registry/index.js';
 import { registryMissing, signedDebian, startRegistry } from '../test/registry-fixtures.js';
 
-/** One figure (local definition, as bench/README asks). */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  reference?: number;
-  ratio?: number;
-  target?: string;
-  note?: string;
-}
+import type { BenchRow } from './types.js';
+export type { BenchRow };
 
 const SELF = fileURLToPath(import.meta.url);
 const NAME = 'cfsdist/debian';

@@ -15,16 +15,8 @@ import { loadavg } from 'node:os';
 import { fsverityDigestFile, toHex } from '../src/verity/digest.js';
 import { fsverityDigestFileParallel, sharedPool } from '../src/verity/parallel.js';
 
-/** One figure of a benchmark (same shape as bench/types.ts). */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  reference?: number;
-  ratio?: number;
-  target?: string;
-  note?: string;
-}
+import type { BenchRow } from './types.js';
+export type { BenchRow };
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(REPO, 'bin', 'cfsdist');

@@ -9,8 +9,7 @@ import { createCipheriv, createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, linkSync, writeFileSync, utimesSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
 import { readDirectory } from '../src/tree/from-directory.js';
 import { writeImage } from '../src/erofs/writer.js';
@@ -21,15 +20,10 @@ import { loadPrivateKey, writeKeyPair } from '../src/sign/keys.js';
 import { signImage } from '../src/sign/sign-image.js';
 import type { SignImageOptions } from '../src/sign/sign-image.js';
 import { toHex } from '../src/verity/digest.js';
-import { buildProgram } from '../src/cli/main.js';
 import { REPO } from './helpers.js';
 
-/** The CLI to run: bin/cfsdist once main.ts registers pull/serve, else the test shim. */
-export const PULL_CLI: string = buildProgram()
-  .commands.map((c) => c.name())
-  .includes('pull')
-  ? join(REPO, 'bin', 'cfsdist')
-  : join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'pull', 'cli.js');
+/** The CLI the pull tests run. */
+export const PULL_CLI: string = join(REPO, 'bin', 'cfsdist');
 
 /** Deterministic pseudo-random bytes for (seed, i). */
 export function bytesFor(seed: string, i: number | string, size: number): Buffer {
