@@ -23,14 +23,14 @@ function cfsdistMounts(): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => /cfsdist-demo-/.test(l));
 }
 
-test('cfsdist demo: v2 moves only the objects v1 lacks, and the summary matches the store', { skip: skipReason(), timeout: 600_000 }, () => {
+test('cfsdist demo: the v2 update moves only the objects v1 lacks and a metadata delta; the summary matches the store', { skip: skipReason(), timeout: 600_000 }, () => {
   const r = spawnSync(process.execPath, [CLI, 'demo', '--json', '--quiet'], { encoding: 'utf8', timeout: 600_000 });
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout) as {
     objects: Record<string, number>;
     uniqueObjects: number;
     clientObjects: number;
-    pulls: { tag: string; objectsNeeded: number; objectsPresent: number; objectsFetched: number; bytesFetched: number }[];
+    pulls: { tag: string; objectsNeeded: number; objectsPresent: number; objectsFetched: number; bytesFetched: number; imageBytes: number; viaDelta: boolean }[];
     release: string;
     listing: string;
   };
@@ -41,6 +41,9 @@ test('cfsdist demo: v2 moves only the objects v1 lacks, and the summary matches 
   assert.equal(v2!.objectsPresent + v2!.objectsFetched, v2!.objectsNeeded);
   assert.ok(v2!.objectsFetched > 0 && v2!.objectsFetched < v2!.objectsNeeded / 10, `v2 fetched ${v2!.objectsFetched} of ${v2!.objectsNeeded}`);
   assert.equal(s.clientObjects, v1!.objectsFetched + v2!.objectsFetched, 'the store holds exactly what was fetched');
+  assert.equal(v1!.viaDelta, false);
+  assert.ok(v2!.viaDelta, 'the update rebuilt its image from a metadata delta');
+  assert.ok(v2!.imageBytes < v1!.imageBytes / 20, `delta ${v2!.imageBytes} B vs image ${v1!.imageBytes} B`);
   assert.equal(s.uniqueObjects, s.clientObjects);
   assert.match(s.release, /image v2/);
   assert.match(s.listing, /\busr\b/);
@@ -54,7 +57,7 @@ test('cfsdist demo: SIGINT during a pull leaves no server and no mount', { skip:
     const timer = setTimeout(() => reject(new Error(`demo did not reach the pull: ${lines.join(' | ')}`)), 500_000);
     createInterface({ input: child.stderr! }).on('line', (l) => {
       lines.push(l);
-      if (/client: pull v1/.test(l)) {
+      if (/client: pull demo:latest \(v1\)/.test(l)) {
         clearTimeout(timer);
         child.kill('SIGINT');
         resolve();

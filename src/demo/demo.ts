@@ -1,10 +1,11 @@
 /**
  * `cfsdist demo`: the whole mission end to end on real data, through the real CLI.
  *
- * server side: import v1 and v2 of a Debian image family (OCI layout) into a server store,
- *              sign both, serve the store on 127.0.0.1
- * client side: pull v1, then v2 into a fresh client store (v2 moves only what v1 lacks),
- *              verify, mount (kernel when possible, else userspace), show a file and `ls`
+ * release:    the server imports v1 of a Debian image family (OCI layout) as demo:latest,
+ *             signs it and serves its store on 127.0.0.1; a fresh client pulls it
+ * update:     the server imports v2 on the same tag and signs it (which makes a metadata delta);
+ *             the client pulls again: only the objects v1 lacks, and the image as a delta
+ * then:       verify, fsck, mount (kernel when possible, else userspace), show a file and `ls`
  * Prints a summary table whose numbers are checked against what the client store holds.
  * Mounts and the server are cleaned up on exit, Ctrl-C included.
  */
@@ -37,8 +38,10 @@ export interface PullFigures {
   objectsFetched: number;
   /** Content bytes of the fetched objects. */
   bytesFetched: number;
-  /** Size of the metadata image. */
+  /** Metadata bytes moved: the full image, or the delta it was rebuilt from. */
   imageBytes: number;
+  /** The image was rebuilt from a metadata delta. */
+  viaDelta: boolean;
   /** Bytes received on the wire (objects, image, statement, protocol). */
   wireBytes: number;
   requests: number;
@@ -127,47 +130,51 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
   try {
     const family = await timedStep(timings, 'build image family (cached after first run)', log, () => ensureDebianFamily(opts.cacheDir ?? defaultCacheDir(), log));
 
-    // ── server side ───────────────────────────────────────────────────────────
+    // ── a release, then an update of the same tag ─────────────────────────────
+    // The server publishes v1 as demo:latest; the client pulls it; the server publishes v2 on
+    // the same tag (signing makes a metadata delta from v1); the client pulls the update.
     const imports: Record<string, { files: number; objects: number }> = {};
-    for (const tag of family.tags) {
-      const r = await timedStep(timings, `server: import ${tag}`, log, () =>
-        cli(['--store', serverStore, '--json', '--quiet', 'import', `oci:${family.layout}:${tag}`, `demo:${tag}`]),
+    const publish = async (version: string) => {
+      const r = await timedStep(timings, `server: import ${version} as demo:latest`, log, () =>
+        cli(['--store', serverStore, '--json', '--quiet', 'import', `oci:${family.layout}:${version}`, 'demo:latest']),
       );
       const j = JSON.parse(r.stdout) as { entries: number; objects: number };
-      imports[tag] = { files: j.entries, objects: j.objects };
-    }
-    await timedStep(timings, 'server: key generate + sign v1, v2', log, async () => {
-      await cli(['key', 'generate', '--out', key]);
-      for (const tag of family.tags) await cli(['--store', serverStore, 'sign', `demo:${tag}`, '--key', key]);
-    });
-    const url = await timedStep(timings, 'server: serve on 127.0.0.1', log, () => startServer(serverStore, (c) => (server = c)));
-
-    // ── client side ───────────────────────────────────────────────────────────
+      imports[version] = { files: j.entries, objects: j.objects };
+      await timedStep(timings, `server: sign demo:latest (${version})`, log, () => cli(['--store', serverStore, 'sign', 'demo:latest', '--key', key]));
+    };
+    await cli(['key', 'generate', '--out', key]);
     const pulls: PullFigures[] = [];
-    for (const tag of family.tags) {
+    const pullLatest = async (version: string, url: string) => {
       const t0 = performance.now();
-      const r = await timedStep(timings, `client: pull ${tag}`, log, () =>
-        cli(['--store', clientStore, '--json', '--quiet', 'pull', `${url}/demo:${tag}`, '--trust', `${key}.pub`]),
+      const r = await timedStep(timings, `client: pull demo:latest (${version})`, log, () =>
+        cli(['--store', clientStore, '--json', '--quiet', 'pull', `${url}/demo:latest`, '--trust', `${key}.pub`]),
       );
       const j = JSON.parse(r.stdout) as {
+        delta?: { bytes: number };
         objects: { needed: number; present: number; fetched: number };
         bytes: { fetched: number; image: number; statement: number };
         wire: { received: number; requests: number };
       };
       pulls.push({
-        tag,
+        tag: version,
         objectsNeeded: j.objects.needed,
         objectsPresent: j.objects.present,
         objectsFetched: j.objects.fetched,
         bytesFetched: j.bytes.fetched,
         imageBytes: j.bytes.image,
+        viaDelta: Boolean(j.delta),
         wireBytes: j.wire.received,
         requests: j.wire.requests,
         seconds: (performance.now() - t0) / 1000,
       });
-    }
+    };
+    await publish(family.tags[0]!);
+    const url = await timedStep(timings, 'server: serve on 127.0.0.1', log, () => startServer(serverStore, (c) => (server = c)));
+    await pullLatest(family.tags[0]!, url);
+    await publish(family.tags[1]!);
+    await pullLatest(family.tags[1]!, url);
     await timedStep(timings, 'client: verify + fsck', log, async () => {
-      for (const tag of family.tags) await cli(['--store', clientStore, 'verify', `demo:${tag}`, '--trust', `${key}.pub`]);
+      await cli(['--store', clientStore, 'verify', 'demo:latest', '--trust', `${key}.pub`]);
       await cli(['--store', clientStore, 'fsck']);
     });
     const clientObjects = countObjects(join(clientStore, 'objects'));
@@ -176,10 +183,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       throw new DemoError('DEMO_MISMATCH', `pulls report ${fetched} objects fetched but the client store holds ${clientObjects}`);
     }
 
-    const mountArgs = ['--store', clientStore, 'mount', 'demo:v2', mnt, '--json'];
+    const mountArgs = ['--store', clientStore, 'mount', 'demo:latest', mnt, '--json'];
     if (opts.fuse) mountArgs.push('--fuse');
     const notes: string[] = [];
-    const m = await timedStep(timings, 'client: mount demo:v2', log, async () => {
+    const m = await timedStep(timings, 'client: mount demo:latest', log, async () => {
       // A verified mount first; the kernel path refuses where it has no fs-verity.
       const first = await cli(mountArgs, { allowFail: true });
       if (first.code === 0) return first;
@@ -253,17 +260,18 @@ function human(n: number): string {
 /** The summary as a text table. */
 export function formatSummary(s: DemoSummary): string {
   const lines: string[] = [];
-  lines.push('', `from the mounted demo:v2 (${s.mountKind} mount):`, `  /etc/cfsdist-release: ${s.release.trim().split('\n').join(' / ')}`, `  ls /: ${s.listing}`);
+  lines.push('', `from the mounted demo:latest, now v2 (${s.mountKind} mount):`, `  /etc/cfsdist-release: ${s.release.trim().split('\n').join(' / ')}`, `  ls /: ${s.listing}`);
   if (s.program) lines.push(`  ${s.program}`);
   for (const n of s.notes) lines.push(`  note: ${n}`);
   lines.push('');
   lines.push('image   files    objects');
   for (const tag of Object.keys(s.files)) lines.push(`${tag.padEnd(7)} ${String(s.files[tag]).padStart(6)}  ${String(s.objects[tag]).padStart(8)}`);
   lines.push(`dedup: ${Object.values(s.objects).reduce((a, b) => a + b, 0)} object references, ${s.uniqueObjects} unique objects stored (ratio ${s.dedupRatio.toFixed(2)})`, '');
-  lines.push('pull    objects: needed  present  fetched   content fetched   image     on the wire  requests  seconds');
+  lines.push('pull    objects: needed  present  fetched   content fetched   metadata          on the wire  requests  seconds');
   for (const p of s.pulls) {
+    const meta = `${human(p.imageBytes)}${p.viaDelta ? ' delta' : ' image'}`;
     lines.push(
-      `${p.tag.padEnd(7)}          ${String(p.objectsNeeded).padStart(6)}  ${String(p.objectsPresent).padStart(7)}  ${String(p.objectsFetched).padStart(7)}  ${human(p.bytesFetched).padStart(16)}  ${human(p.imageBytes).padStart(9)}  ${human(p.wireBytes).padStart(12)}  ${String(p.requests).padStart(8)}  ${p.seconds.toFixed(2).padStart(7)}`,
+      `${p.tag.padEnd(7)}          ${String(p.objectsNeeded).padStart(6)}  ${String(p.objectsPresent).padStart(7)}  ${String(p.objectsFetched).padStart(7)}  ${human(p.bytesFetched).padStart(16)}  ${meta.padStart(16)}  ${human(p.wireBytes).padStart(12)}  ${String(p.requests).padStart(8)}  ${p.seconds.toFixed(2).padStart(7)}`,
     );
   }
   lines.push(`client store holds ${s.clientObjects} objects = ${s.pulls.map((p) => p.objectsFetched).join(' + ')} fetched`, '');
