@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { globals, out, outJson } from '../context.js';
+import { UsageError } from '../../errors.js';
 
 interface MkOptions {
   fromFile?: boolean;
@@ -11,7 +12,7 @@ interface MkOptions {
 
 function versionArg(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;
-  if (!/^[0-9]+$/.test(v)) throw new (class extends Error { code = 'USAGE'; })(`${flag} takes a number, got ${JSON.stringify(v)}`);
+  if (!/^[0-9]+$/.test(v)) throw new UsageError(`${flag} takes a number, got ${JSON.stringify(v)}`);
   return Number(v);
 }
 
