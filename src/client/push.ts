@@ -4,7 +4,8 @@
  * remote never names an image it cannot serve in full.
  */
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Store } from '../store/store.js';
 import { fromHex, toHex } from '../verity/digest.js';
@@ -98,6 +99,15 @@ export async function push(opts: PushOptions): Promise<PushSummary> {
   await target.putImage(image, imagePath);
   const sig = await records.readFsveritySig(image);
   if (sig) await target.putFsveritySignature(image, sig);
+  if (target.putDelta) {
+    // deltas this store made to the image (sign does), so the remote's clients can update by delta
+    const dir = join(store.dir, 'deltas');
+    const suffix = `-${toHex(image)}.delta`;
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      if (!f.endsWith(suffix) || !/^[0-9a-f]{64}-/.test(f)) continue;
+      await target.putDelta(fromHex(f.slice(0, 64)), image, await readFile(join(dir, f)));
+    }
+  }
   await target.putStatement(name, tag, envelope);
   const w = target.stats();
   return {

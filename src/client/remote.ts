@@ -63,6 +63,9 @@ export interface PushTarget extends Remote {
   putImage(digest: Buffer, path: string): Promise<void>;
   /** Upload a kernel fs-verity signature of an image. */
   putFsveritySignature(digest: Buffer, der: Buffer): Promise<void>;
+  /** Upload a metadata delta from image `base` to image `target` (before the statement that
+   * names `target`), where the remote can carry deltas. */
+  putDelta?(base: Buffer, target: Buffer, delta: Buffer): Promise<void>;
   /** Upload a statement; this moves the remote's tag. */
   putStatement(name: string, tag: string, envelope: Buffer): Promise<void>;
 }

@@ -1,7 +1,7 @@
 /**
  * Deltas in a store: `STORE/deltas/<base hex>-<target hex>.delta`, written atomically. A server
- * makes them when a tag is signed, from the images of the tag's last few signed versions to the
- * new one, so a client holding any of those versions can update by delta.
+ * makes them when a tag is signed, from the images of the tag's last few signed versions (and
+ * of the name's other tags) to the new one, so a client holding any of them can update by delta.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -30,8 +30,9 @@ export interface DeltaMade {
 }
 
 /**
- * Make deltas to `target` from the images of the previous `keep` signed versions of NAME:TAG
- * (those still in the store and different from the target). Existing deltas are kept.
+ * Make deltas to `target` from up to `keep` earlier images: those of the previous signed
+ * versions of NAME:TAG, then those other tags of NAME point at (still in the store and
+ * different from the target). Existing deltas are kept.
  */
 export async function makeDeltas(store: Store, name: string, tag: string, target: Buffer, keep = DEFAULT_DELTA_BASES): Promise<DeltaMade[]> {
   const records = new SignRecords(store.dir);
@@ -50,6 +51,12 @@ export async function makeDeltas(store: Store, name: string, tag: string, target
     } catch {
       continue; // an unreadable history entry only means one delta fewer
     }
+  }
+  // Then the images of the name's other tags (a family: demo:v1 for demo:v2), in reverse tag order.
+  const others = (await store.listTags()).filter((t) => t.name === name && t.tag !== tag);
+  for (const t of others.reverse()) {
+    if (bases.length >= keep) break;
+    if (!t.image.equals(target) && !bases.some((b) => b.equals(t.image)) && (await store.hasImage(t.image))) bases.push(t.image);
   }
   const made: DeltaMade[] = [];
   if (!bases.length) return made;

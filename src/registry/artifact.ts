@@ -10,6 +10,9 @@
  *              [1] the object index (application/vnd.cfsdist.object-index.v1+gzip)
  *              [2…] every blob the index points at: packs and single objects (so that a
  *                  registry's garbage collection keeps them while the manifest exists)
+ *              then metadata deltas to this image (application/vnd.cfsdist.delta.v1, annotated
+ *                  dev.cfsdist.delta.base / .target with the two images' fs-verity digests):
+ *                  a client holding the base rebuilds this image from a few KB (src/delta)
  *   referrers (subject = the image manifest; the referrers API where the registry has it, else
  *              an image index under the tag `sha256-<hex of the image manifest digest>`):
  *     application/vnd.cfsdist.statement.v1: one layer, the DSSE envelope of the signed
@@ -71,6 +74,11 @@ export const MT_EMPTY = 'application/vnd.oci.empty.v1+json';
 export const EMPTY_JSON = Buffer.from('{}');
 /** Annotation holding the composefs image's fs-verity digest. */
 export const ANN_FSVERITY = 'dev.cfsdist.fsverity';
+/** Media type of a metadata delta layer (src/delta: Brotli inside). */
+export const MT_DELTA = 'application/vnd.cfsdist.delta.v1';
+/** Annotations of a delta layer: the fs-verity digests (hex) of its base and target images. */
+export const ANN_DELTA_BASE = 'dev.cfsdist.delta.base';
+export const ANN_DELTA_TARGET = 'dev.cfsdist.delta.target';
 /** Annotations of a statement referrer. */
 export const ANN_NAME = 'dev.cfsdist.name';
 /** Tag annotation. */

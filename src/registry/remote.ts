@@ -26,7 +26,7 @@ import { TransportError } from '../client/errors.js';
 import type { FetchedObject, OutgoingObject, PushTarget, WireStats } from '../client/remote.js';
 import { toHex } from '../verity/digest.js';
 import {
-  ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
+  ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
   LARGE_OBJECT, MAX_FRAME, MT_CONFIG, MT_DSSE, MT_EMPTY, MT_EROFS, MT_INDEX, MT_MANIFEST, MT_OBJECT, MT_OBJECT_INDEX, MT_PACK, MT_PKCS7,
   buildPack, decodeIndex, encodeIndex, gzipAsync, inflateFrame,
 } from './artifact.js';
@@ -51,6 +51,8 @@ interface ImageManifest {
   fsverity: string;
   image: Descriptor;
   index: Descriptor;
+  /** Metadata delta layers to this image. */
+  deltas: Descriptor[];
 }
 
 /** Bytes of a large object held in memory whole (larger ones stream into a chunked upload). */
@@ -131,6 +133,7 @@ export class RegistryRemote implements PushTarget {
   private knownLoaded = false;
   private pushed?: { fsverity: string; desc: Descriptor; bytes: Buffer };
   private pendingSig?: { fsverity: string; der: Buffer };
+  private pendingDeltas: Descriptor[] = [];
 
   constructor(ref: RegistryRef, opts: RegistryRemoteOptions = {}) {
     this.client = new RegistryClient(ref.origin, opts);
@@ -152,7 +155,8 @@ export class RegistryRemote implements PushTarget {
     const image = layers.find((l) => typeof l?.mediaType === 'string' && l.mediaType.startsWith(MT_EROFS) && typeof l.annotations?.[ANN_FSVERITY] === 'string');
     const index = layers.find((l) => l?.mediaType === MT_OBJECT_INDEX);
     if (!image || !index) throw new RegistryError('BAD_MANIFEST', `${what}: cfsdist manifest ${m.digest} lacks the image or the object index layer`);
-    const info = { digest: m.digest, size: m.bytes.length, fsverity: image.annotations![ANN_FSVERITY]!, image, index };
+    const deltas = layers.filter((l) => l?.mediaType === MT_DELTA && typeof l.annotations?.[ANN_DELTA_BASE] === 'string' && l.annotations?.[ANN_DELTA_TARGET] === image.annotations![ANN_FSVERITY]);
+    const info = { digest: m.digest, size: m.bytes.length, fsverity: image.annotations![ANN_FSVERITY]!, image, index, deltas };
     this.images.set(info.fsverity, info);
     return info;
   }
@@ -201,6 +205,22 @@ export class RegistryRemote implements PushTarget {
     const r = await this.client.getBlob(this.repo, info.image.digest, { signal });
     const what = `image ${hex} (blob ${info.image.digest}) from ${this.where}`;
     yield* decoded(r.body({ exact: info.image.size, what }), encodingOf(info.image.mediaType), size, what);
+  }
+
+  async getDelta(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined> {
+    const info = this.images.get(toHex(target));
+    const d = info?.deltas.find((l) => l.annotations?.[ANN_DELTA_BASE] === toHex(base));
+    if (!d) return undefined;
+    if (d.size > maxBytes) throw new RegistryError('BAD_MANIFEST', `delta blob ${d.digest} of ${this.where} is ${d.size} bytes, more than ${maxBytes}`);
+    const r = await this.client.getBlob(this.repo, d.digest);
+    const parts: Buffer[] = [];
+    for await (const c of r.body({ exact: d.size, what: `delta ${d.digest} from ${this.where}` })) parts.push(c);
+    return Buffer.concat(parts);
+  }
+
+  async putDelta(base: Buffer, target: Buffer, delta: Buffer): Promise<void> {
+    const up = await this.client.ensureBlob(this.repo, delta);
+    this.pendingDeltas.push({ mediaType: MT_DELTA, digest: up.digest, size: up.size, annotations: { [ANN_DELTA_BASE]: toHex(base), [ANN_DELTA_TARGET]: toHex(target) } });
   }
 
   async getFsveritySignature(digest: Buffer): Promise<Buffer | undefined> {
@@ -450,6 +470,7 @@ export class RegistryRemote implements PushTarget {
     for (const l of locs) blobs.set(l.blob.digest, l.blob);
     const layers: Descriptor[] = [img.desc, { mediaType: MT_OBJECT_INDEX, digest: index.digest, size: index.size }];
     for (const b of blobs.values()) layers.push({ mediaType: b.kind === 'pack' ? MT_PACK : b.encoding === 'gzip' ? `${MT_OBJECT}+gzip` : MT_OBJECT, digest: b.digest, size: b.size });
+    for (const d of this.pendingDeltas) if (d.annotations?.[ANN_DELTA_TARGET] === s.image) layers.push(d);
     const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_MANIFEST, artifactType: ARTIFACT_IMAGE, config: { mediaType: MT_CONFIG, digest: config.digest, size: config.size }, layers }));
     const mdigest = sha256(manifest);
     await this.client.putManifest(this.repo, mdigest, manifest, MT_MANIFEST);

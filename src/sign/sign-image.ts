@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Store } from '../store/store.js';
+import type { DeltaMade } from '../delta/store.js';
 import { fromHex, toHex } from '../verity/digest.js';
 import { SignError } from './errors.js';
 import { imageFacts } from './image-facts.js';
@@ -26,6 +27,8 @@ export interface SignImageOptions {
   now?: number;
   /** Also make the kernel fs-verity builtin signature of the image. */
   fsverity?: FsveritySigner;
+  /** Make metadata deltas to the image from this many earlier images of the name (default 3, 0 = none). */
+  deltas?: number;
 }
 
 /** Result of signImage. */
@@ -36,6 +39,8 @@ export interface SignImageResult {
   keyid: string;
   /** Path of the PKCS#7 signature, when one was made. */
   fsveritySigPath?: string;
+  /** Metadata deltas made to the image (src/delta). */
+  deltas: DeltaMade[];
 }
 
 /** The highest statement version known locally for NAME:TAG (current, history, accepted), 0 if none. */
@@ -83,11 +88,14 @@ export async function signImage(store: Store, name: string, tag: string, key: Pr
   };
   const envelope = signStatement(statement, [key]);
   await records.writeStatement(name, tag, version, envelope);
-  const out: SignImageResult = { statement, envelope, statementPath: records.statementPath(name, tag), keyid: key.keyid };
+  const out: SignImageResult = { statement, envelope, statementPath: records.statementPath(name, tag), keyid: key.keyid, deltas: [] };
   if (opts.fsverity) {
     await records.writeFsveritySig(image, signFsverityDigest(image, opts.fsverity));
     out.fsveritySigPath = records.fsveritySigPath(image);
   }
+  // Deltas from earlier images, so clients holding one can update by a few KB of metadata.
+  const { makeDeltas, DEFAULT_DELTA_BASES } = await import('../delta/store.js');
+  out.deltas = await makeDeltas(store, name, tag, image, opts.deltas ?? DEFAULT_DELTA_BASES);
   return out;
 }
 

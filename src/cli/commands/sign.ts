@@ -53,7 +53,7 @@ export function register(program: Command): void {
     .option('--version <n>', 'statement version (default: one more than the highest known for the tag)')
     .option('--fsverity-key <key>', 'also make the kernel fs-verity builtin signature with this RSA/ECDSA key')
     .option('--fsverity-cert <cert>', 'X.509 certificate of --fsverity-key')
-    .option('--deltas <n>', 'make metadata deltas from this many previous signed versions of the tag (default 3)')
+    .option('--deltas <n>', 'make metadata deltas from this many earlier images of the name: previous versions of the tag, then other tags (default 3)')
     .action(async (ref: string, opts: { key: string; expires?: string; version?: string; fsverityKey?: string; fsverityCert?: string; deltas?: string }, cmd: Command) => {
       const g = globals(cmd);
       if (Boolean(opts.fsverityKey) !== Boolean(opts.fsverityCert)) throw new UsageError('sign: --fsverity-key and --fsverity-cert go together');
@@ -69,16 +69,15 @@ export function register(program: Command): void {
       const store = await Store.open(g.store);
       const k = await s.loadPrivateKey(opts.key);
       const fsverity = opts.fsverityKey ? await s.loadFsveritySigner(opts.fsverityKey, opts.fsverityCert!) : undefined;
+      const keep = opts.deltas !== undefined ? Number(opts.deltas) : undefined;
+      if (keep !== undefined && (!Number.isInteger(keep) || keep < 0)) throw new UsageError(`--deltas takes a count, got ${JSON.stringify(opts.deltas)}`);
       const r = await s.signImage(store, name, tag, k, {
+        deltas: keep,
         expiresIn: opts.expires !== undefined ? s.parseDuration(opts.expires) : undefined,
         version,
         fsverity,
       });
-      // Metadata deltas from the tag's previous signed versions, for clients updating from them.
-      const { makeDeltas, DEFAULT_DELTA_BASES } = await import('../../delta/store.js');
-      const keep = opts.deltas !== undefined ? Number(opts.deltas) : DEFAULT_DELTA_BASES;
-      if (!Number.isInteger(keep) || keep < 0) throw new UsageError(`--deltas takes a count, got ${JSON.stringify(opts.deltas)}`);
-      const deltas = await makeDeltas(store, name, tag, Buffer.from(r.statement.image, 'hex'), keep);
+      const deltas = r.deltas;
       if (g.json) return outJson({ ...r.statement, keyid: r.keyid, statementPath: r.statementPath, fsveritySigPath: r.fsveritySigPath ?? null, deltas });
       out(`signed ${name}:${tag} version ${r.statement.version}: image ${r.statement.image}, ${r.statement.objectCount} objects, expires ${s.formatTime(r.statement.expires)}`);
       for (const d of deltas) info(g, `delta from ${d.base.slice(0, 16)}…: ${d.bytes} bytes (full image ${d.imageBytes})`);
