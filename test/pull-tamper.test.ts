@@ -129,7 +129,8 @@ async function refused(tag: string, pattern: RegExp, opts: { direct?: boolean; t
   rmSync(join(client, 'ingest'), { recursive: true, force: true });
   const before = await state();
   const url = `${opts.direct ? srv.url : proxyUrl}/${fam.name}:${tag}`;
-  const r = await runCli(['pull', url, '--store', client, '--trust', pub, '--timeout', String(opts.timeout ?? 10), '--compress', 'none'], { timeoutMs: 40_000 });
+  // --no-delta: these cases attack the full-image path (test/delta-pull.test.ts covers deltas).
+  const r = await runCli(['pull', url, '--store', client, '--trust', pub, '--timeout', String(opts.timeout ?? 10), '--compress', 'none', '--no-delta'], { timeoutMs: 40_000 });
   assert.equal(r.code, 1, `pull should fail: ${r.stdout} ${r.stderr}`);
   assert.match(r.stderr, pattern);
   assert.deepEqual(await state(), before, 'client store changed');
