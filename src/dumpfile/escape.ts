@@ -56,14 +56,16 @@ export function unescapeLatin1(s: string): string {
 
 /**
  * Encode bytes in the canonical form. `escapeEquals` for xattr keys and values; `dashAlone`
- * writes a value that is exactly `-` as `\x2d` so it is not read back as "absent".
+ * writes a value that is exactly `-` as `\x2d` so it is not read back as "absent"; `keepSpace`
+ * leaves a space as it is (the `composefs-info ls` form of paths).
  */
-export function escapeField(b: Uint8Array, escapeEquals = false, dashAlone = true): string {
+export function escapeField(b: Uint8Array, escapeEquals = false, dashAlone = true, keepSpace = false): string {
   if (dashAlone && b.length === 1 && b[0] === 0x2d) return '\\x2d';
+  const lo = keepSpace ? 0x20 : 0x21;
   let plain = true;
   for (let i = 0; i < b.length; i++) {
     const c = b[i]!;
-    if (c <= 0x20 || c >= 0x7f || c === 0x5c || (escapeEquals && c === 0x3d)) {
+    if (c < lo || c >= 0x7f || c === 0x5c || (escapeEquals && c === 0x3d)) {
       plain = false;
       break;
     }
@@ -76,7 +78,7 @@ export function escapeField(b: Uint8Array, escapeEquals = false, dashAlone = tru
     else if (c === 0x0a) s += '\\n';
     else if (c === 0x0d) s += '\\r';
     else if (c === 0x09) s += '\\t';
-    else if (c <= 0x20 || c >= 0x7f || (escapeEquals && c === 0x3d)) s += '\\x' + HEX[c >> 4] + HEX[c & 15];
+    else if (c < lo || c >= 0x7f || (escapeEquals && c === 0x3d)) s += '\\x' + HEX[c >> 4] + HEX[c & 15];
     else s += String.fromCharCode(c);
   }
   return s;

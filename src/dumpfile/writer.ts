@@ -61,19 +61,22 @@ function escaped(out: Buffer, p: number, b: Uint8Array, eq: boolean, dash: boole
     return p;
   }
   const cls = CLASS[eq ? 1 : 0]!;
-  for (let i = 0; i < len; i++) {
-    const c = b[i]!;
-    const k = cls[c]!;
-    if (k === 0) out[p++] = c;
-    else if (k === 1) {
-      out[p++] = 0x5c;
-      out[p++] = SHORT[c]!;
-    } else {
-      out[p++] = 0x5c;
-      out[p++] = 0x78;
-      out[p++] = HEXDIGITS[c >> 4]!;
-      out[p++] = HEXDIGITS[c & 15]!;
-    }
+  for (let i = 0; i < len; i++) p = escapeByte(out, p, b[i]!, cls);
+  return p;
+}
+
+/** One byte in canonical escaping (`cls` from CLASS) into `out` at `p`; returns the new end. */
+function escapeByte(out: Buffer, p: number, c: number, cls: Uint8Array): number {
+  const k = cls[c]!;
+  if (k === 0) out[p++] = c;
+  else if (k === 1) {
+    out[p++] = 0x5c;
+    out[p++] = SHORT[c]!;
+  } else {
+    out[p++] = 0x5c;
+    out[p++] = 0x78;
+    out[p++] = HEXDIGITS[c >> 4]!;
+    out[p++] = HEXDIGITS[c & 15]!;
   }
   return p;
 }
@@ -119,20 +122,7 @@ function childPath(parent: Buffer, name: string): Buffer {
   if (base > 0) out.set(parent, 0);
   let p = base;
   out[p++] = 0x2f;
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    const k = cls[c]!;
-    if (k === 0) out[p++] = c;
-    else if (k === 1) {
-      out[p++] = 0x5c;
-      out[p++] = SHORT[c]!;
-    } else {
-      out[p++] = 0x5c;
-      out[p++] = 0x78;
-      out[p++] = HEXDIGITS[c >> 4]!;
-      out[p++] = HEXDIGITS[c & 15]!;
-    }
-  }
+  for (let i = 0; i < name.length; i++) p = escapeByte(out, p, name.charCodeAt(i), cls);
   return out;
 }
 

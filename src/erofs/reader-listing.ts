@@ -3,36 +3,14 @@
  * and `objects` (the backing-object paths, sorted and unique).
  */
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, walk, type Inode } from '../tree/tree.js';
-
-const HEX = '0123456789abcdef';
+import { escapeField } from '../dumpfile/escape.js';
 
 /**
- * `composefs-info ls` escaping. `spaceOk` keeps printable ASCII including space (paths);
- * without it, space is escaped too (symlink targets and payloads). `\ LF CR TAB` use their short
- * forms, every other byte outside the kept range is `\xHH`.
+ * `composefs-info ls` escaping: the dumpfile's canonical escaping, except that paths
+ * (`spaceOk`) keep spaces; symlink targets and payloads escape them too.
  */
 export function escapeLs(b: Uint8Array, spaceOk: boolean): string {
-  const lo = spaceOk ? 0x20 : 0x21;
-  let plain = true;
-  for (let i = 0; i < b.length; i++) {
-    const c = b[i]!;
-    if (c < lo || c > 0x7e || c === 0x5c) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) return Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
-  let s = '';
-  for (let i = 0; i < b.length; i++) {
-    const c = b[i]!;
-    if (c === 0x5c) s += '\\\\';
-    else if (c === 0x0a) s += '\\n';
-    else if (c === 0x0d) s += '\\r';
-    else if (c === 0x09) s += '\\t';
-    else if (c < lo || c > 0x7e) s += '\\x' + HEX[c >> 4] + HEX[c & 15];
-    else s += String.fromCharCode(c);
-  }
-  return s;
+  return escapeField(b, false, false, spaceOk);
 }
 
 /** One `ls` entry: what `composefs-info ls` shows for a path. */
