@@ -73,8 +73,8 @@ export async function writeKeyPair(path: string, opts: { force?: boolean } = {})
   return { keyid: kp.keyid, privatePath: path, publicPath: path + '.pub' };
 }
 
-/** Read an ed25519 private key (PEM PKCS#8). */
-export async function loadPrivateKey(path: string): Promise<PrivateKeyEntry> {
+/** Read a PEM key file and check it is ed25519; `kind` picks the parser and the messages. */
+async function readEd25519(path: string, kind: 'private' | 'public'): Promise<KeyObject> {
   let text: Buffer;
   try {
     text = await readFile(path);
@@ -83,29 +83,26 @@ export async function loadPrivateKey(path: string): Promise<PrivateKeyEntry> {
   }
   let key: KeyObject;
   try {
-    key = createPrivateKey(text);
+    key = kind === 'private' ? createPrivateKey(text) : createPublicKey(text);
   } catch (err) {
-    throw new SignError('KEY_READ', `${path}: not a PEM private key (${(err as Error).message})`, { cause: err });
+    throw new SignError('KEY_READ', `${path}: not a PEM ${kind} key (${(err as Error).message})`, { cause: err });
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw new SignError('KEY_TYPE', `${path}: an ${key.asymmetricKeyType} key; statements are signed with ed25519 keys (cfsdist key generate)`);
+  if (key.asymmetricKeyType !== 'ed25519') {
+    const why = kind === 'private' ? 'statements are signed with ed25519 keys (cfsdist key generate)' : 'cfsdist trusts ed25519 keys only';
+    throw new SignError('KEY_TYPE', `${path}: an ${key.asymmetricKeyType} key; ${why}`);
+  }
+  return key;
+}
+
+/** Read an ed25519 private key (PEM PKCS#8). */
+export async function loadPrivateKey(path: string): Promise<PrivateKeyEntry> {
+  const key = await readEd25519(path, 'private');
   return { keyid: keyIdOf(key), key, source: path };
 }
 
 /** Read an ed25519 public key (PEM SPKI; a private key file is accepted and its public half used). */
 export async function loadPublicKey(path: string): Promise<PublicKeyEntry> {
-  let text: Buffer;
-  try {
-    text = await readFile(path);
-  } catch (err) {
-    throw new SignError('KEY_READ', `cannot read key ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  let key: KeyObject;
-  try {
-    key = createPublicKey(text);
-  } catch (err) {
-    throw new SignError('KEY_READ', `${path}: not a PEM public key (${(err as Error).message})`, { cause: err });
-  }
-  if (key.asymmetricKeyType !== 'ed25519') throw new SignError('KEY_TYPE', `${path}: an ${key.asymmetricKeyType} key; cfsdist trusts ed25519 keys only`);
+  const key = await readEd25519(path, 'public');
   return { keyid: keyIdOf(key), key, source: path };
 }
 
