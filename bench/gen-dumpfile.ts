@@ -4,18 +4,8 @@
  * hardlinks, a few devices, shared SELinux labels and some user xattrs. Same arguments, same
  * bytes.
  */
+import { rng } from '../test/random-tree.js';
 
-/** mulberry32: a small deterministic PRNG. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = ['lib', 'bin', 'share', 'doc', 'locale', 'python3', 'site-packages', 'include', 'man', 'etc', 'conf', 'data', 'cache', 'icons', 'x86_64', 'modules', 'firmware', 'perl', 'java', 'zoneinfo'];
 const EXTS = ['', '.so', '.so.1', '.py', '.pyc', '.h', '.gz', '.conf', '.txt', '.json', '.mo', '.png', '.pl', '.xml'];

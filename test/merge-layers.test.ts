@@ -4,6 +4,7 @@ import {
   S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG, newInode, walk, splitPath, lookup, getXattr, isDir, type Inode,
 } from '../src/tree/tree.js';
 import { mergeLayers, Merger, OPAQUE_XATTR, type LayerTree } from '../src/merge/merge.js';
+import { rng } from './random-tree.js';
 
 // ---- small builders ------------------------------------------------------------------------
 
@@ -194,16 +195,6 @@ test('delete then re-add across three layers', () => {
 
 // ---- randomised cross-check against a naive path-set model ----------------------------------
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Op = { path: string; kind: 'file' | 'dir' | 'wh' | 'opq'; stamp: number };
 

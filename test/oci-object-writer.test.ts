@@ -7,17 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { ObjectWriter } from '../src/oci/object-writer.js';
 import { fsverityDigest, objectPathFor } from '../src/verity/digest.js';
 import { chunked } from './fixtures/oci/tar-writer.js';
+import { rng } from './random-tree.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function* failing(data: Buffer, after: number): AsyncGenerator<Buffer> {
   yield data.subarray(0, after);

@@ -8,6 +8,7 @@ import { readTar, readBody, type TarEntry } from '../src/oci/tar.js';
 import { TarError } from '../src/oci/errors.js';
 import { CfsError } from '../src/errors.js';
 import { tarball, member, chunked, header, fixChecksum, paxRecords } from './fixtures/oci/tar-writer.js';
+import { rng } from './random-tree.js';
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
@@ -304,17 +305,6 @@ test('GNU tar --xattrs --format=posix archives of a real tree read back exactly'
   }
 });
 
-/** Deterministic PRNG so a failing fuzz case can be replayed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('fuzz: 5,000 mutated archives each give entries or a typed error, never a crash or hang', async () => {
   const base = tarball([

@@ -55,6 +55,12 @@ export class Rng {
   }
 }
 
+/** The same generator as a function returning uniform numbers in [0, 1). */
+export function rng(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.next();
+}
+
 /** What `randomTree` generates. */
 export interface RandomTreeOptions {
   /** Entries placed at random (default 150). */
