@@ -18,6 +18,9 @@ export interface BuildRequest {
   out: string;
   /** Directory sources: copy regular files into this objects dir (DIR/xx/…). */
   digestStore?: string;
+  /** Directory sources: regular files of at most this many bytes are inlined (default 64, as
+   *  C mkcomposefs). */
+  inlineMax?: number;
   minVersion?: number;
   maxVersion?: number;
   /** Upstream's CFS_PARSE_STRICT dumpfile checks. */
@@ -34,7 +37,7 @@ export interface BuildResult {
 }
 
 /** Read the source into a Tree. */
-export async function readSource(req: Pick<BuildRequest, 'source' | 'fromFile' | 'digestStore' | 'strict'>): Promise<Inode> {
+export async function readSource(req: Pick<BuildRequest, 'source' | 'fromFile' | 'digestStore' | 'inlineMax' | 'strict'>): Promise<Inode> {
   if (req.fromFile) {
     const data = req.source === '-' ? await readStdin() : await readFile(req.source).catch((e: NodeJS.ErrnoException) => {
       throw new CfsError('IO', `cannot read dumpfile ${req.source}: ${e.message}`);
@@ -42,7 +45,7 @@ export async function readSource(req: Pick<BuildRequest, 'source' | 'fromFile' |
     return parseDumpfile(data, { strict: req.strict, source: req.source === '-' ? '<stdin>' : req.source });
   }
   const { readDirectory } = await import('./tree/from-directory.js');
-  return readDirectory(req.source, { digestStore: req.digestStore });
+  return readDirectory(req.source, { digestStore: req.digestStore, inlineMax: req.inlineMax });
 }
 
 /** Build the image and write it to `req.out`. */

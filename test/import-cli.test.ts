@@ -24,7 +24,7 @@ before(() => {
   work = mkdtempSync(join(tmpdir(), 'cfsdist-import-cli-'));
   spec = writeLayout(join(work, 'layout'), [
     { tar: tarball([{ path: './', type: 'dir' }, { path: 'bin/', type: 'dir' }, { path: 'bin/tool', content: 'T'.repeat(5000), mode: 0o755 }, { path: 'etc/', type: 'dir' }, { path: 'etc/conf', content: 'small' }]) },
-    { tar: tarball([{ path: 'bin/.wh.tool' }, { path: 'bin/tool2', content: 'U'.repeat(3000) }]) },
+    { tar: tarball([{ path: 'bin/.wh.tool' }, { path: 'bin/tool2', content: 'U'.repeat(6000) }]) },
   ], 'v1');
 });
 
@@ -47,6 +47,16 @@ test('--json gives the full result; a second import deduplicates everything; the
   assert.match(String(j.image), /^[0-9a-f]{64}$/);
   assert.deepEqual([j.layers, j.files, j.objects, j.objectsNew, j.objectsExisting], [2, 2, 1, 0, 2]);
   assert.equal(r.stderr, '', 'nothing on stderr with --json');
+});
+
+test('--inline-max sets which files are stored in the image: 0 makes every non-empty file an object; past 5000 is refused', () => {
+  const r = cli('import', spec, 'demo/app:noinline', '--store', join(work, 'store'), '--json', '--no-sync', '--inline-max', '0');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.deepEqual([j.files, j.objects], [2, 2], 'etc/conf (5 bytes) is an object too');
+  const bad = cli('import', spec, 'demo/app:bad', '--store', join(work, 'store'), '--inline-max', '5001');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--inline-max takes a number of bytes from 0 to 5000/);
 });
 
 test('--quiet prints only the result line', () => {

@@ -16,6 +16,7 @@ import { readDirectory } from '../src/tree/from-directory.js';
 import { Store } from '../src/store/store.js';
 import { openSource } from '../src/oci/source.js';
 import { importImage, readSourceTree } from '../src/oci/import.js';
+import { INLINE_MAX } from '../src/oci/layer.js';
 import { fsverityDigestFile, toHex } from '../src/verity/digest.js';
 import { debianImage, debianImageUnavailable, type DebianImage } from './fixtures/oci/debian-image.js';
 import { HashingSink } from './fixtures/oci/memory-sink.js';
@@ -73,7 +74,7 @@ function diffTrees(got: Inode, want: Inode): string[] {
 test('the merged tree of the 3-layer Debian image equals umoci unpack: types, modes, owners, mtimes, xattrs, targets, hardlinks, contents', { skip }, async () => {
   const src = await openSource(`oci:${img.layout}:final`);
   const { tree, stats } = await readSourceTree(src, new HashingSink());
-  const want = await readDirectory(img.rootfs);
+  const want = await readDirectory(img.rootfs, { inlineMax: INLINE_MAX });
   const diffs = diffTrees(tree, want);
   assert.deepEqual(diffs.slice(0, 20), [], `${diffs.length} differences`);
   assert.ok(describe(want).size > 6000, 'a real rootfs');
@@ -103,10 +104,10 @@ test('cfsdist import registers the image; cfsdist mkcomposefs of the umoci-unpac
   imported = r;
   assert.deepEqual(await store.getTag('debian', 'final'), r.image);
   assert.equal(r.layers, 3);
-  assert.ok(r.objects > 4000 && r.objectsNew > 4000, 'objects written');
+  assert.ok(r.objects > 1000 && r.objectsNew > 1000, `objects written: ${r.objects}`);
   const ours = readFileSync(store.imagePath(r.image));
   const out = join(work, 'mkcomposefs.img');
-  execFileSync(process.execPath, [join(REPO, 'bin', 'cfsdist'), 'mkcomposefs', img.rootfs, out], { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(process.execPath, [join(REPO, 'bin', 'cfsdist'), 'mkcomposefs', '--inline-max', String(INLINE_MAX), img.rootfs, out], { stdio: ['ignore', 'ignore', 'pipe'] });
   const theirs = readFileSync(out);
   assert.equal(ours.length, theirs.length, 'image sizes');
   assert.ok(ours.equals(theirs), 'image bytes identical');

@@ -25,7 +25,7 @@ async function rejectsCode(p: Promise<unknown>, code: string): Promise<void> {
   });
 }
 
-test('members become inodes with their metadata; contents are inline up to 64 bytes, else objects', async () => {
+test('members become inodes with their metadata; contents are inline up to INLINE_MAX (4096) bytes, else objects', async () => {
   const sink = new MemorySink();
   const big = Buffer.alloc(100_000, 0x61);
   const l = await layerOf([
@@ -48,12 +48,13 @@ test('members become inodes with their metadata; contents are inline up to 64 by
   const empty = lookup(l.root, 'etc/empty')!;
   assert.deepEqual([empty.size, empty.content, empty.payload, empty.digest], [0, undefined, undefined, undefined]);
   const small = lookup(l.root, 'etc/small')!;
-  assert.equal(small.content!.toString(), 'x'.repeat(64));
+  assert.equal(INLINE_MAX, 4096, 'one EROFS block');
+  assert.equal(small.content!.toString(), 'x'.repeat(INLINE_MAX));
   assert.equal(small.payload, undefined);
   assert.equal(small.mode, S_IFREG | 0o600);
   const medium = lookup(l.root, 'etc/medium')!;
   assert.equal(medium.content, undefined);
-  assert.deepEqual(medium.digest, fsverityDigest(Buffer.from('y'.repeat(65))));
+  assert.deepEqual(medium.digest, fsverityDigest(Buffer.from('y'.repeat(INLINE_MAX + 1))));
   assert.equal(medium.payload!.toString(), objectPathFor(medium.digest!));
   assert.deepEqual([medium.mtimeSec, medium.mtimeNsec], [7, 250_000_000]);
   const bigNode = lookup(l.root, 'etc/big')!;
@@ -73,9 +74,9 @@ test('members become inodes with their metadata; contents are inline up to 64 by
 
 test('identical contents are stored once; the second is counted as already present', async () => {
   const sink = new MemorySink();
-  const l = await layerOf([{ path: 'a', content: 'z'.repeat(1000) }, { path: 'b', content: 'z'.repeat(1000) }], undefined, sink);
+  const l = await layerOf([{ path: 'a', content: 'z'.repeat(10_000) }, { path: 'b', content: 'z'.repeat(10_000) }], undefined, sink);
   assert.equal(sink.objects.size, 1);
-  assert.deepEqual([l.stats.objects, l.stats.objectsNew, l.stats.bytes, l.stats.bytesNew], [2, 1, 2000, 1000]);
+  assert.deepEqual([l.stats.objects, l.stats.objectsNew, l.stats.bytes, l.stats.bytesNew], [2, 1, 20_000, 10_000]);
 });
 
 test('whiteouts become char devices 0/0, opaque markers an xattr; whiteouts only hit lower layers', async () => {

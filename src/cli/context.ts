@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { UsageError } from '../errors.js';
 
 /** Global flags, accepted before or after the subcommand. */
 export interface GlobalOptions {
@@ -45,4 +46,14 @@ export function info(g: GlobalOptions, line: string): void {
 /** Print a JSON document on stdout. */
 export function outJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** The most bytes a file may have to be inlined: the dumpfile format's limit on inline content. */
+const INLINE_LIMIT = 5000;
+
+/** Parse `--inline-max BYTES` (0 … 5000). */
+export function inlineMaxArg(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[0-9]+$/.test(v) || Number(v) > INLINE_LIMIT) throw new UsageError(`--inline-max takes a number of bytes from 0 to ${INLINE_LIMIT}, got ${JSON.stringify(v)}`);
+  return Number(v);
 }

@@ -25,7 +25,7 @@ import { toHex } from '../verity/digest.js';
 import { decompress, peekCompression } from './decompress.js';
 import { inflateOffThread } from './inflate.js';
 import { readTar } from './tar.js';
-import { readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
+import { INLINE_MAX, readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
 import { ObjectWriter, syncFilesystem } from './object-writer.js';
 import { verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
 import { SourceError } from './errors.js';
@@ -52,6 +52,9 @@ export interface ImportOptions {
   onProgress?: (p: ImportProgress) => void;
   /** Sync the filesystem before the image and tag are written (default true). */
   sync?: boolean;
+  /** Regular files of at most this many bytes are stored in the image (default INLINE_MAX of
+   *  oci/layer.ts; the dumpfile format allows up to 5000). */
+  inlineMax?: number;
 }
 
 /** What an import did. */
@@ -143,7 +146,7 @@ export function emptyStats(): LayerStats {
 
 /** Read a source into its merged tree, contents into `sink` (importImage without the
  *  image, store and tag steps; also what the oracle tests compare). */
-export async function readSourceTree(source: ImageSource, sink: BlobSink, opts: { onProgress?: (p: ImportProgress) => void } = {}): Promise<{ tree: Inode; stats: LayerStats; layers: number }> {
+export async function readSourceTree(source: ImageSource, sink: BlobSink, opts: Pick<ImportOptions, 'onProgress' | 'inlineMax'> = {}): Promise<{ tree: Inode; stats: LayerStats; layers: number }> {
   const stats = emptyStats();
   if (source.kind === 'layers') {
     const tree = await readLayers(source, sink, stats, opts);
@@ -155,7 +158,7 @@ export async function readSourceTree(source: ImageSource, sink: BlobSink, opts: 
   return { tree, stats, layers: 1 };
 }
 
-async function readLayers(source: LayeredSource, writer: BlobSink, totals: LayerStats, opts: { onProgress?: (p: ImportProgress) => void }): Promise<Inode> {
+async function readLayers(source: LayeredSource, writer: BlobSink, totals: LayerStats, opts: Pick<ImportOptions, 'onProgress' | 'inlineMax'>): Promise<Inode> {
   const merger = new Merger();
   const layers = source.layers;
   const sizes = layers.map((l) => l.size);
@@ -185,6 +188,7 @@ async function readLayers(source: LayeredSource, writer: BlobSink, totals: Layer
     const result = await readLayer(readTar(tarStream, { name: what }), writer, {
       lower: merger.tree,
       name: what,
+      inlineMax: opts.inlineMax,
       onEntry: () => {
         totals.entries++;
       },
@@ -198,8 +202,8 @@ async function readLayers(source: LayeredSource, writer: BlobSink, totals: Layer
 
 /** A plain directory: the tree as mkcomposefs reads it; file contents copied into the store
  *  through the same writer (its digests must equal the ones computed while reading). */
-async function readDirectorySource(source: DirectorySource, writer: BlobSink, totals: LayerStats, opts: { onProgress?: (p: ImportProgress) => void }): Promise<Inode> {
-  const tree = await readDirectory(source.path);
+async function readDirectorySource(source: DirectorySource, writer: BlobSink, totals: LayerStats, opts: Pick<ImportOptions, 'onProgress' | 'inlineMax'>): Promise<Inode> {
+  const tree = await readDirectory(source.path, { inlineMax: opts.inlineMax ?? INLINE_MAX });
   const root = Buffer.from(source.path);
   let bytes = 0;
   const pending: Promise<void>[] = [];

@@ -45,9 +45,17 @@ import { objectPathFor } from '../verity/digest.js';
 import { LayerError } from './errors.js';
 import { readBody, type TarEntry } from './tar.js';
 
-/** Regular files of at most this many bytes are stored inline in the image (C mkcomposefs's
- *  threshold when it builds from a directory). */
-export const INLINE_MAX = 64;
+/**
+ * Regular files of at most this many bytes are stored inline in the image by default: one
+ * EROFS block. Such a file costs at most one block of the image, where as an object it would
+ * cost an inode and a block in every store, one file creation per pull (about 0.25 ms each on
+ * ext4 here, the largest cost of a cold pull) and a lookup at every open; deduplicating it
+ * across images saves at most that block. In the Debian family 3,250 of 5,300 files are this
+ * small but hold 3 % of the bytes. C mkcomposefs uses 64 bytes when it builds from a
+ * directory; `cfsdist mkcomposefs --inline-max 4096 DIR` gives the same images as an import.
+ */
+export const INLINE_MAX = 4096;
+
 
 /** What a sink reports for one stored blob. */
 export interface BlobResult {

@@ -3,7 +3,8 @@
  *
  * - Every file type; hardlinks (same dev+ino) become one shared Inode — unlike C mkcomposefs,
  *   which writes each link as a separate inode, so a mount shows the source's link groups.
- * - Regular files of at most 64 bytes are inlined (C mkcomposefs's rule for directories);
+ * - Regular files of at most 64 bytes (`inlineMax`) are inlined (C mkcomposefs's rule for
+ *   directories);
  *   larger ones get their fs-verity digest and payload `xx/<62 hex>`, and with a digest store
  *   are copied into it.
  * - Xattrs (all namespaces, binary values) come from one `getfattr -R` process over the whole
@@ -25,6 +26,8 @@ export interface ReadDirectoryOptions {
   digestStore?: string;
   /** Read xattrs (default true). */
   xattrs?: boolean;
+  /** Regular files of at most this many bytes are inlined (default INLINE_MAX). */
+  inlineMax?: number;
 }
 
 /** A directory that cannot be read. */
@@ -42,6 +45,7 @@ export async function readDirectory(root: string, opts: ReadDirectoryOptions = {
     throw new DirectoryReadError('IO', `cannot read directory ${root}: ${(e as Error).message}`);
   }
   if (!st.isDirectory()) throw new DirectoryReadError('NOT_A_DIRECTORY', `${root} is not a directory`);
+  const inlineMax = opts.inlineMax ?? INLINE_MAX;
   const xattrs = opts.xattrs === false ? new Map<string, Xattr[]>() : await readAllXattrs(root);
   const byIno = new Map<string, Inode>();
   const external: { inode: Inode; path: Buffer }[] = [];
@@ -88,7 +92,7 @@ export async function readDirectory(root: string, opts: ReadDirectoryOptions = {
         inode.target = (await readlink(p, { encoding: 'buffer' })) as Buffer;
         inode.size = inode.target.length;
       } else if (type === S_IFREG && inode.size > 0) {
-        if (inode.size <= INLINE_MAX) {
+        if (inode.size <= inlineMax) {
           const content = await readFile(p);
           if (content.length !== inode.size) throw new DirectoryReadError('IO', `${p.toString()} changed while being read`);
           inode.content = content;

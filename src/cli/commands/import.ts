@@ -4,11 +4,12 @@
  * --quiet/--json) and a summary.
  */
 import type { Command } from 'commander';
-import { globals, info, out, outJson } from '../context.js';
+import { globals, info, inlineMaxArg, out, outJson } from '../context.js';
 
 interface ImportCliOptions {
   platform?: string;
   sync?: boolean;
+  inlineMax?: string;
 }
 
 function human(n: number): string {
@@ -34,6 +35,7 @@ export function register(program: Command): void {
     .argument('<source>', 'oci:DIR[:REF] | docker-archive:FILE[:REF] | dir:PATH | docker://HOST[:PORT]/REPO[:TAG]')
     .argument('<name>', 'NAME[:TAG] to tag the image with (tag defaults to latest)')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
+    .option('--inline-max <bytes>', 'store regular files of at most this size in the image, not as objects (default 4096)')
     .option('--no-sync', 'do not sync the filesystem before the image is tagged (faster, not crash-safe)')
     .action(async (sourceSpec: string, ref: string, o: ImportCliOptions, cmd: Command) => {
       const g = globals(cmd);
@@ -51,6 +53,7 @@ export function register(program: Command): void {
           name,
           tag,
           sync: o.sync !== false,
+          inlineMax: inlineMaxArg(o.inlineMax),
           onProgress: (p) => {
             if (bar) bar.update(p);
             else if (!g.quiet && !g.json && p.phase === 'layer' && p.layer !== lastLayer) {

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
-import { globals, out, outJson } from '../context.js';
+import { globals, inlineMaxArg, out, outJson } from '../context.js';
 import { UsageError } from '../../errors.js';
 
 interface MkOptions {
   fromFile?: boolean;
   digestStore?: string;
+  inlineMax?: string;
   minVersion?: string;
   maxVersion?: string;
   printDigest?: boolean;
@@ -25,6 +26,7 @@ export function register(program: Command): void {
     .argument('<out>', 'output image file ("-" for stdout)')
     .option('--from-file', 'SRC is a composefs dumpfile')
     .option('--digest-store <dir>', 'copy regular files into DIR/xx/… by fs-verity digest (directory sources)')
+    .option('--inline-max <bytes>', 'directory sources: inline regular files of at most this size (default 64, as C mkcomposefs; imports use 4096)')
     .option('--min-version <n>', 'minimum composefs format version (default 0)')
     .option('--max-version <n>', 'maximum composefs format version (default 1)')
     .option('--print-digest', "print the image's fs-verity digest")
@@ -36,6 +38,7 @@ export function register(program: Command): void {
         fromFile: Boolean(o.fromFile),
         out: outPath,
         digestStore: o.digestStore,
+        inlineMax: inlineMaxArg(o.inlineMax),
         minVersion: versionArg(o.minVersion, '--min-version'),
         maxVersion: versionArg(o.maxVersion, '--max-version'),
         strict: Boolean(process.env.CFS_PARSE_STRICT),
