@@ -16,8 +16,8 @@
  * the next attempt; areas of dead owners untouched for a week are deleted by later pulls.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdirSync, renameSync } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ObjectDir } from '../store/objects.js';
 import type { Store } from '../store/store.js';
@@ -126,18 +126,22 @@ export class Ingest {
     active.delete(this.dir);
   }
 
-  /**
-   * Add a small object held in memory, verified first: content whose digest is not `digest`
-   * is refused (DigestMismatchError) before anything is written. Written with synchronous
-   * calls — for thousands of small files that is several times cheaper than a thread-pool
-   * round trip per call — straight under its name in the area: no temporary file, since a
-   * file cut short by a crash is caught when an adopting pull re-hashes what it adopts. Not
-   * fsynced (the commit syncs the filesystem once). Where fs-verity works, goes through
-   * ObjectDir instead (temporary file, enable, rename).
-   */
-  async addSmall(digest: Buffer, data: Buffer, where: string): Promise<void> {
+  /** Check a small object held in memory: content whose digest is not `digest` is refused
+   * (DigestMismatchError). */
+  verifySmall(digest: Buffer, data: Buffer, where: string): void {
     const got = fsverityDigest(data);
     if (!got.equals(digest)) throw new DigestMismatchError(where, toHex(digest), toHex(got));
+  }
+
+  /**
+   * Write a small object that verifySmall accepted, straight under its name in the area: no
+   * temporary file, since a file cut short by a crash is caught when an adopting pull
+   * re-hashes what it adopts. Not fsynced (the commit syncs the filesystem once). Callers keep
+   * several writes in flight: creating a file is the costly part, and the thread pool overlaps
+   * them. Where fs-verity works, goes through ObjectDir instead (temporary file, enable,
+   * rename).
+   */
+  async writeSmall(digest: Buffer, data: Buffer): Promise<void> {
     if (this.objects.verity.supported !== false && (await this.objects.verity.probe())) {
       await this.objects.addBuffer(data, { expected: digest });
       return;
@@ -149,18 +153,9 @@ export class Ingest {
       this.madeDirs.add(sub);
     }
     try {
-      const fd = openSync(final, 'w', 0o644);
-      try {
-        for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
-      } finally {
-        closeSync(fd);
-      }
+      await writeFile(final, data, { mode: 0o644 });
     } catch (err) {
-      try {
-        unlinkSync(final);
-      } catch {
-        /* not created */
-      }
+      await unlink(final).catch(() => undefined);
       throw err;
     }
   }
