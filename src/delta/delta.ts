@@ -4,18 +4,26 @@
  *
  * A delta from base image B to target image T is a line diff between their dumpfiles (written
  * with hardlink primaries kept, so parse → write reproduces the inode numbering), compressed
- * with Brotli. The client reads B (which it already has and trusts), patches its dumpfile,
+ * with Brotli. Inline file contents travel beside the lines, not in them: in the dumpfile each
+ * content byte is escaped (up to four characters), and with files of up to 4 KiB inline
+ * (imports) writing and parsing that text was most of a rebuild. A copied line brings its
+ * content from the base; an inserted one carries its content, or names a base line with the
+ * same content. The client reads B (which it already has and trusts), patches its lines,
  * writes the image with T's composefs version and accepts the result only if its fs-verity
  * digest equals T's — the digest the signed statement names — so a delta needs no trust of
  * its own. `computeDelta` checks that the delta rebuilds T exactly before returning it.
  *
- * Format (before compression): "CFSDELTA1\n", base digest (32), target digest (32), target
- * composefs version (u8), then ops, all numbers as LEB128 varints:
- *   0 start count          copy `count` base lines from line `start`
- *   1 count (len bytes)×n  insert `count` new lines, each as length + bytes (no newline)
+ * Format (before compression): "CFSDELTA2\n", base digest (32), target digest (32), target
+ * composefs version, then ops, all numbers as LEB128 varints:
+ *   0 start count          copy `count` base lines, with their contents, from line `start`
+ *   1 count (len bytes content)×n
+ *                          insert `count` new lines, each as length + bytes (no newline),
+ *                          then its inline content: 0 (none), 1 len bytes, or 2 j (the
+ *                          content of base line j)
  *   2                      end
  * Lines are unique (each starts with its path), so copies are found with one hash map.
  */
+import { createHash } from 'node:crypto';
 import { brotliCompressSync, brotliDecompressSync, constants as zc } from 'node:zlib';
 import { CfsError } from '../errors.js';
 import { parseDumpfile } from '../dumpfile/parser.js';
@@ -24,25 +32,69 @@ import { ErofsImage } from '../erofs/reader.js';
 import { writeImage } from '../erofs/writer.js';
 import { fsverityDigest, toHex } from '../verity/digest.js';
 import { CFS_HDR } from '../erofs/format.js';
+import { S_IFMT, S_IFREG, sortedEntries, type Inode } from '../tree/tree.js';
 
-const MAGIC = Buffer.from('CFSDELTA1\n');
+const MAGIC = Buffer.from('CFSDELTA2\n');
 /** Largest delta we will decompress (a delta is never larger than a few image sizes). */
 const MAX_DELTA_RAW = 1 << 30;
 
 /** A delta that cannot be made or applied (wrong base, corrupt, or not reproducing). */
 export class DeltaError extends CfsError {}
 
-/** The dumpfile lines of an image, hardlink primaries kept (no trailing empty line). */
-function imageLines(image: Buffer, name: string): Buffer[] {
+/** An image as delta lines: its dumpfile lines (hardlink primaries kept, no trailing empty
+ * line) with inline contents taken out, and beside each line the content it had. */
+interface DeltaLines {
+  lines: Buffer[];
+  contents: (Buffer | undefined)[];
+}
+
+/** The inodes of a tree in dumpfile line order: depth-first, names in byte order, one per
+ * path (a hardlinked inode once per name). */
+function lineOrder(root: Inode): Inode[] {
+  const out: Inode[] = [];
+  const stack: Inode[] = [root];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    out.push(n);
+    if (!n.entries) continue;
+    const ents = sortedEntries(n);
+    for (let i = ents.length - 1; i >= 0; i--) stack.push(ents[i]![1]);
+  }
+  return out;
+}
+
+function imageLines(image: Buffer, name: string): DeltaLines {
   const tree = ErofsImage.fromBuffer(image, name).toTree();
+  const order = lineOrder(tree);
+  const contentOf = new Map<Inode, Buffer>();
+  for (const n of order) {
+    if (!n.content || n.content.length === 0) continue;
+    contentOf.set(n, n.content);
+    n.content = undefined; // written as `-`
+  }
   const dump = formatDumpfile(tree, { primaries: true });
   const lines: Buffer[] = [];
+  const contents: (Buffer | undefined)[] = [];
   let start = 0;
   for (let i = dump.indexOf(0x0a); i >= 0; i = dump.indexOf(0x0a, start)) {
+    contents.push(contentOf.size > 0 ? contentOf.get(order[lines.length]!) : undefined);
     lines.push(dump.subarray(start, i));
     start = i + 1;
   }
-  return lines;
+  return { lines, contents };
+}
+
+/** A line and (the SHA-256 of) its content as one map key. */
+function lineKey(line: Buffer, content: Buffer | undefined): string {
+  return content ? `${line.toString('latin1')}\n${sha256(content).toString('latin1')}` : line.toString('latin1');
+}
+
+function sha256(b: Buffer): Buffer {
+  return createHash('sha256').update(b).digest();
+}
+
+function sameContent(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined ? b === undefined : b !== undefined && a.equals(b);
 }
 
 class Writer {
@@ -107,10 +159,15 @@ export interface DeltaInfo {
  * rebuilt from a dumpfile exactly (then clients fetch the full image).
  */
 export function computeDelta(base: Buffer, target: Buffer): Buffer | undefined {
-  const baseLines = imageLines(base, 'base image');
-  const targetLines = imageLines(target, 'target image');
+  const b = imageLines(base, 'base image');
+  const t = imageLines(target, 'target image');
   const index = new Map<string, number>();
-  baseLines.forEach((l, i) => index.set(l.toString('latin1'), i));
+  const byContent = new Map<string, number>(); // SHA-256 (latin1) → a base line with it
+  b.lines.forEach((l, i) => {
+    const c = b.contents[i];
+    index.set(lineKey(l, c), i);
+    if (c) byContent.set(sha256(c).toString('latin1'), i);
+  });
   const w = new Writer();
   w.bytes(MAGIC);
   w.bytes(fsverityDigest(base));
@@ -118,24 +175,36 @@ export function computeDelta(base: Buffer, target: Buffer): Buffer | undefined {
   w.bytes(targetDigest);
   const version = target.readUInt32LE(CFS_HDR.composefsVersion);
   w.varint(version);
+  const keys = t.lines.map((l, i) => lineKey(l, t.contents[i]));
   let i = 0;
-  while (i < targetLines.length) {
-    const at = index.get(targetLines[i]!.toString('latin1'));
+  while (i < t.lines.length) {
+    const at = index.get(keys[i]!);
     if (at !== undefined) {
       let n = 1;
-      while (i + n < targetLines.length && at + n < baseLines.length && baseLines[at + n]!.equals(targetLines[i + n]!)) n++;
+      while (i + n < t.lines.length && at + n < b.lines.length && b.lines[at + n]!.equals(t.lines[i + n]!) && sameContent(b.contents[at + n], t.contents[i + n])) n++;
       w.varint(0);
       w.varint(at);
       w.varint(n);
       i += n;
     } else {
       let n = 1;
-      while (i + n < targetLines.length && !index.has(targetLines[i + n]!.toString('latin1'))) n++;
+      while (i + n < t.lines.length && !index.has(keys[i + n]!)) n++;
       w.varint(1);
       w.varint(n);
       for (let k = i; k < i + n; k++) {
-        w.varint(targetLines[k]!.length);
-        w.bytes(targetLines[k]!);
+        w.varint(t.lines[k]!.length);
+        w.bytes(t.lines[k]!);
+        const c = t.contents[k];
+        const same = c ? byContent.get(sha256(c).toString('latin1')) : undefined;
+        if (!c) w.varint(0);
+        else if (same !== undefined) {
+          w.varint(2);
+          w.varint(same);
+        } else {
+          w.varint(1);
+          w.varint(c.length);
+          w.bytes(c);
+        }
       }
       i += n;
     }
@@ -191,8 +260,9 @@ export function applyDelta(base: Buffer, delta: Buffer, expected?: Buffer): Buff
   }
   if (!fsverityDigest(base).equals(info.base)) throw new DeltaError('DELTA_WRONG_BASE', `delta needs base image ${toHex(info.base)}`);
   if (info.version > 1) throw new DeltaError('DELTA_CORRUPT', `unknown composefs version ${info.version}`);
-  const baseLines = imageLines(base, 'base image');
+  const b = imageLines(base, 'base image');
   const out: Buffer[] = [];
+  const contents: (Buffer | undefined)[] = [];
   const NL = Buffer.from('\n');
   for (;;) {
     const op = r.varint();
@@ -200,11 +270,25 @@ export function applyDelta(base: Buffer, delta: Buffer, expected?: Buffer): Buff
     if (op === 0) {
       const start = r.varint();
       const n = r.varint();
-      if (start + n > baseLines.length) throw new DeltaError('DELTA_CORRUPT', 'delta copies past the end of the base');
-      for (let k = start; k < start + n; k++) out.push(baseLines[k]!, NL);
+      if (start + n > b.lines.length) throw new DeltaError('DELTA_CORRUPT', 'delta copies past the end of the base');
+      for (let k = start; k < start + n; k++) {
+        out.push(b.lines[k]!, NL);
+        contents.push(b.contents[k]);
+      }
     } else if (op === 1) {
       const n = r.varint();
-      for (let k = 0; k < n; k++) out.push(r.bytes(r.varint()), NL);
+      for (let k = 0; k < n; k++) {
+        out.push(r.bytes(r.varint()), NL);
+        const how = r.varint();
+        if (how === 0) contents.push(undefined);
+        else if (how === 1) contents.push(Buffer.from(r.bytes(r.varint())));
+        else if (how === 2) {
+          const j = r.varint();
+          const c = b.contents[j];
+          if (!c) throw new DeltaError('DELTA_CORRUPT', `delta takes the content of base line ${j}, which has none`);
+          contents.push(c);
+        } else throw new DeltaError('DELTA_CORRUPT', `unknown content form ${how}`);
+      }
     } else {
       throw new DeltaError('DELTA_CORRUPT', `unknown delta op ${op}`);
     }
@@ -214,6 +298,17 @@ export function applyDelta(base: Buffer, delta: Buffer, expected?: Buffer): Buff
     tree = parseDumpfile(Buffer.concat(out), { source: 'delta result' });
   } catch (e) {
     throw new DeltaError('DELTA_CORRUPT', `delta result is not a valid tree: ${(e as Error).message}`);
+  }
+  // Put the contents back: line k is the k-th inode in line order (a delta whose lines are
+  // out of order gives another image, which the digest check below refuses).
+  const order = contents.some((x) => x !== undefined) ? lineOrder(tree) : [];
+  for (let k = 0; k < contents.length; k++) {
+    const c = contents[k];
+    if (!c) continue;
+    const n = order[k];
+    if (!n) throw new DeltaError('DELTA_CORRUPT', 'delta result has fewer paths than lines');
+    if ((n.mode & S_IFMT) !== S_IFREG || n.size !== c.length) throw new DeltaError('DELTA_CORRUPT', 'delta puts content on an entry that cannot hold it');
+    n.content = c;
   }
   const image = writeImage(tree, { minVersion: info.version, maxVersion: info.version });
   const digest = fsverityDigest(image);
