@@ -35,7 +35,7 @@ test('import prints NAME:TAG and the image digest, and a summary on stderr', () 
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^demo\/app:v1  [0-9a-f]{64}\n$/);
   assert.match(r.stderr, /2 layers, \d+ entries, 2 files/);
-  assert.match(r.stderr, /objects: 1 referenced; 2 written, 0 already present/);
+  assert.match(r.stderr, /1 small file inline in the image; objects: 1 referenced; 2 written, 0 already present/);
 });
 
 test('--json gives the full result; a second import deduplicates everything; the tag defaults to latest', () => {
@@ -45,7 +45,7 @@ test('--json gives the full result; a second import deduplicates everything; the
   assert.equal(j.name, 'demo/app');
   assert.equal(j.tag, 'latest');
   assert.match(String(j.image), /^[0-9a-f]{64}$/);
-  assert.deepEqual([j.layers, j.files, j.objects, j.objectsNew, j.objectsExisting], [2, 2, 1, 0, 2]);
+  assert.deepEqual([j.layers, j.files, j.inlined, j.objects, j.objectsNew, j.objectsExisting], [2, 2, 1, 1, 0, 2]);
   assert.equal(r.stderr, '', 'nothing on stderr with --json');
 });
 
@@ -53,7 +53,7 @@ test('--inline-max sets which files are stored in the image: 0 makes every non-e
   const r = cli('import', spec, 'demo/app:noinline', '--store', join(work, 'store'), '--json', '--no-sync', '--inline-max', '0');
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout) as Record<string, unknown>;
-  assert.deepEqual([j.files, j.objects], [2, 2], 'etc/conf (5 bytes) is an object too');
+  assert.deepEqual([j.files, j.inlined, j.objects], [2, 0, 2], 'etc/conf (5 bytes) is an object too');
   const bad = cli('import', spec, 'demo/app:bad', '--store', join(work, 'store'), '--inline-max', '5001');
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--inline-max takes a number of bytes from 0 to 5000/);

@@ -69,6 +69,8 @@ export interface ImportResult {
   entries: number;
   /** Regular files in the merged image (hardlinks counted once). */
   files: number;
+  /** Of those, files whose content is stored in the image (inline). */
+  inlined: number;
   /** Distinct objects the image references. */
   objects: number;
   /** Objects written during this import (not in the store before). */
@@ -105,10 +107,12 @@ export async function importImage(source: ImageSource, store: Store, opts: Impor
     const image = writeImage(tree);
     const objects = new Map<string, Buffer>();
     let files = 0;
+    let inlined = 0;
     for (const inode of firstPaths(tree).keys()) {
       if (!isReg(inode)) continue;
       files++;
-      if (inode.digest && !inode.content) objects.set(toHex(inode.digest), inode.digest);
+      if (inode.content) inlined++;
+      else if (inode.digest) objects.set(toHex(inode.digest), inode.digest);
     }
     if (opts.sync !== false) {
       opts.onProgress?.({ layer: layerCount, layers: layerCount, bytes: 0, entries: totals.entries, phase: 'sync' });
@@ -125,6 +129,7 @@ export async function importImage(source: ImageSource, store: Store, opts: Impor
       layers: layerCount,
       entries: totals.entries,
       files,
+      inlined,
       objects: objects.size,
       objectsNew: totals.objectsNew,
       objectsExisting: totals.objects - totals.objectsNew,

@@ -24,10 +24,10 @@
  *   only updates its metadata). Hardlinks (`1`) name an inode already seen in this layer or
  *   present below; the link becomes that same `Inode` object. A target that does not exist or
  *   is a directory is an error (umoci fails with ENOENT / EPERM from link(2)).
- * - Regular files: empty → size 0, nothing stored; 1..64 bytes → inlined as `content` (C
- *   mkcomposefs inlines files of at most 64 bytes when it builds from a directory, so importing
- *   a layer and running mkcomposefs on the unpacked rootfs give the same image); larger → the
- *   content streams into the sink, `payload` = `xx/<62 hex>`, `digest` = fs-verity digest.
+ * - Regular files: empty → size 0, nothing stored; 1..INLINE_MAX (4096) bytes → inlined as
+ *   `content` (see INLINE_MAX for why; `mkcomposefs --inline-max 4096` of the unpacked rootfs
+ *   gives the same image); larger → the content streams into the sink, `payload` =
+ *   `xx/<62 hex>`, `digest` = fs-verity digest.
  * - Symlinks always get mode 0777 (Linux ignores a symlink's mode); their size is the target
  *   length. Device numbers use the Linux dev_t encoding.
  * - Extended attributes `trusted.overlay.*` in the tar are dropped: they describe some other

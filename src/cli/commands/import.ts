@@ -68,7 +68,7 @@ export function register(program: Command): void {
         if (!store.objects.verity.supported && store.objects.verity.message) info(g, store.objects.verity.message);
         out(`${name}:${tag}  ${result.image}`);
         info(g, `  ${r.layers} layer${r.layers === 1 ? '' : 's'}, ${count(r.entries)} entries, ${count(r.files)} files; image ${human(r.imageSize)}`);
-        info(g, `  objects: ${count(r.objects)} referenced; ${count(r.objectsNew)} written, ${count(r.objectsExisting)} already present (deduplicated)`);
+        info(g, `  ${count(r.inlined)} small file${r.inlined === 1 ? '' : 's'} inline in the image; objects: ${count(r.objects)} referenced; ${count(r.objectsNew)} written, ${count(r.objectsExisting)} already present (deduplicated)`);
         info(g, `  stored ${human(r.bytesStored)} of ${human(r.bytesContent)} file content in ${r.seconds.toFixed(2)} s`);
       } finally {
         bar?.clear();
