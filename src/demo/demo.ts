@@ -50,7 +50,10 @@ export interface PullFigures {
 
 /** What the demo measured. */
 export interface DemoSummary {
+  /** Tar entries imported, per version. */
   files: Record<string, number>;
+  /** Regular files stored inline in the image, per version. */
+  inlined: Record<string, number>;
   objects: Record<string, number>;
   uniqueObjects: number;
   dedupRatio: number;
@@ -133,13 +136,13 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     // ── a release, then an update of the same tag ─────────────────────────────
     // The server publishes v1 as demo:latest; the client pulls it; the server publishes v2 on
     // the same tag (signing makes a metadata delta from v1); the client pulls the update.
-    const imports: Record<string, { files: number; objects: number }> = {};
+    const imports: Record<string, { files: number; inlined: number; objects: number }> = {};
     const publish = async (version: string) => {
       const r = await timedStep(timings, `server: import ${version} as demo:latest`, log, () =>
         cli(['--store', serverStore, '--json', '--quiet', 'import', `oci:${family.layout}:${version}`, 'demo:latest']),
       );
-      const j = JSON.parse(r.stdout) as { entries: number; objects: number };
-      imports[version] = { files: j.entries, objects: j.objects };
+      const j = JSON.parse(r.stdout) as { entries: number; inlined: number; objects: number };
+      imports[version] = { files: j.entries, inlined: j.inlined, objects: j.objects };
       await timedStep(timings, `server: sign demo:latest (${version})`, log, () => cli(['--store', serverStore, 'sign', 'demo:latest', '--key', key]));
     };
     await cli(['key', 'generate', '--out', key]);
@@ -212,6 +215,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     const totalRefs = Object.values(imports).reduce((s, i) => s + i.objects, 0);
     return {
       files: Object.fromEntries(Object.entries(imports).map(([k, v]) => [k, v.files])),
+      inlined: Object.fromEntries(Object.entries(imports).map(([k, v]) => [k, v.inlined])),
       objects: Object.fromEntries(Object.entries(imports).map(([k, v]) => [k, v.objects])),
       uniqueObjects: unique,
       dedupRatio: unique ? totalRefs / unique : 0,
@@ -264,8 +268,8 @@ export function formatSummary(s: DemoSummary): string {
   if (s.program) lines.push(`  ${s.program}`);
   for (const n of s.notes) lines.push(`  note: ${n}`);
   lines.push('');
-  lines.push('image   files    objects');
-  for (const tag of Object.keys(s.files)) lines.push(`${tag.padEnd(7)} ${String(s.files[tag]).padStart(6)}  ${String(s.objects[tag]).padStart(8)}`);
+  lines.push('image  entries    objects   inline (files of at most 4 KiB, stored in the image)');
+  for (const tag of Object.keys(s.files)) lines.push(`${tag.padEnd(7)} ${String(s.files[tag]).padStart(6)}  ${String(s.objects[tag]).padStart(8)}  ${String(s.inlined[tag]).padStart(7)}`);
   lines.push(`dedup: ${Object.values(s.objects).reduce((a, b) => a + b, 0)} object references, ${s.uniqueObjects} unique objects stored (ratio ${s.dedupRatio.toFixed(2)})`, '');
   lines.push('pull    objects: needed  present  fetched   content fetched   metadata          on the wire  requests  seconds');
   for (const p of s.pulls) {
