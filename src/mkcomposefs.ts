@@ -2,9 +2,9 @@
  * `mkcomposefs`: dumpfile or directory → composefs image file. The output appears atomically
  * (temp file + rename) and nothing is left behind when the build fails.
  */
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
-import { parseDumpfile } from './dumpfile/parser.js';
+import { DumpfileParser } from './dumpfile/parser.js';
 import { writeImage } from './erofs/writer.js';
 import type { Inode } from './tree/tree.js';
 import { CfsError } from './errors.js';
@@ -36,13 +36,37 @@ export interface BuildResult {
 /** Read the source into a Tree. */
 export async function readSource(req: Pick<BuildRequest, 'source' | 'fromFile' | 'digestStore' | 'strict'>): Promise<Inode> {
   if (req.fromFile) {
-    const data = req.source === '-' ? await readStdin() : await readFile(req.source).catch((e: NodeJS.ErrnoException) => {
-      throw new CfsError('IO', `cannot read dumpfile ${req.source}: ${e.message}`);
-    });
-    return parseDumpfile(data, { strict: req.strict, source: req.source === '-' ? '<stdin>' : req.source });
+    const parser = new DumpfileParser({ strict: req.strict, source: req.source === '-' ? '<stdin>' : req.source });
+    if (req.source === '-') {
+      for await (const c of process.stdin) parser.push(c as Buffer);
+    } else {
+      await readChunks(req.source, (c) => parser.push(c));
+    }
+    return parser.end();
   }
   const { readDirectory } = await import('./tree/from-directory.js');
   return readDirectory(req.source, { digestStore: req.digestStore });
+}
+
+/** Read chunk size: the dumpfile is parsed as it is read, never held whole. */
+const READ_CHUNK = 1 << 20;
+
+/** Feed the file at `path` to `each` in chunks of one reused buffer. */
+async function readChunks(path: string, each: (chunk: Buffer) => void): Promise<void> {
+  const fail = (e: NodeJS.ErrnoException): never => {
+    throw new CfsError('IO', `cannot read dumpfile ${path}: ${e.message}`);
+  };
+  const fh = await open(path, 'r').catch(fail);
+  try {
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null).catch(fail);
+      if (bytesRead === 0) return;
+      each(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Build the image and write it to `req.out`. */
@@ -79,10 +103,4 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
     const err = e as NodeJS.ErrnoException;
     throw new CfsError('IO', `cannot write ${path}: ${err.message}`);
   }
-}
-
-async function readStdin(): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }

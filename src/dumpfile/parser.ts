@@ -57,25 +57,87 @@ type LinkPlaceholder = Inode & { [LINK_MARK]: PendingLink };
 
 /** Parse a whole dumpfile into a Tree and return its root. */
 export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
-  const source = opts.source ?? '<dumpfile>';
-  const strict = opts.strict ?? false;
-  const text = data.toString('latin1');
-  let root: Inode | undefined;
-  const links: LinkPlaceholder[] = [];
+  const parser = new DumpfileParser(opts);
+  parser.push(data);
+  return parser.end();
+}
+
+/**
+ * Text is decoded this many bytes (rounded to whole lines) at a time: small strings die young,
+ * where one string of the whole file (tens of MB) would live as long as the parse.
+ */
+const PIECE = 64 * 1024;
+
+/**
+ * An incremental dumpfile parser: `push` the bytes in any chunking, then `end` for the root.
+ * Only the unfinished last line of a chunk is kept between calls, so a file read in chunks is
+ * never held whole.
+ */
+export class DumpfileParser {
+  private readonly source: string;
+  private readonly strict: boolean;
+  private root: Inode | undefined;
+  private readonly links: LinkPlaceholder[] = [];
   // Xattr keys and short values repeat across a tree: share one Buffer per distinct text.
-  const keys = new Map<string, Buffer>();
-  const values = new Map<string, Buffer>();
-  let lineNo = 0;
-  let pos = 0;
-  while (pos < text.length) {
-    lineNo++;
-    let end = text.indexOf('\n', pos);
-    if (end < 0) {
-      if (strict) throw new DumpfileError('DUMPFILE_SYNTAX', 'Missing trailing newline', source, lineNo);
-      end = text.length;
+  private readonly keys = new Map<string, Buffer>();
+  private readonly values = new Map<string, Buffer>();
+  private lineNo = 0;
+  /** Bytes after the last newline seen (a copy: callers may reuse their chunk buffers). */
+  private pending: Buffer | undefined;
+
+  constructor(opts: ParseOptions = {}) {
+    this.source = opts.source ?? '<dumpfile>';
+    this.strict = opts.strict ?? false;
+  }
+
+  /** Parse every complete line of `chunk` (after what is pending). */
+  push(chunk: Buffer): void {
+    const data = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = undefined;
+    let start = 0;
+    while (start < data.length) {
+      // The last newline within PIECE bytes, or (a longer line) the first one after.
+      let nl = data.lastIndexOf(0x0a, Math.min(start + PIECE, data.length) - 1);
+      if (nl < start) nl = data.indexOf(0x0a, start + PIECE);
+      if (nl < 0) break;
+      this.lines(data.toString('latin1', start, nl + 1));
+      start = nl + 1;
     }
-    const line = text.slice(pos, end);
-    pos = end + 1;
+    if (start < data.length) this.pending = Buffer.from(data.subarray(start));
+  }
+
+  /** Parse what is left (a last line without newline) and resolve hardlinks. */
+  end(): Inode {
+    if (this.pending) {
+      const rest = this.pending.toString('latin1');
+      this.pending = undefined;
+      this.lines(rest);
+    }
+    const root = this.root;
+    if (!root) throw new DumpfileError('DUMPFILE_PATH', 'Root node not present', this.source, Math.max(this.lineNo, 1));
+    resolveLinks(root, this.links, this.source);
+    return root;
+  }
+
+  /** Parse the lines of `text`; only its last line may lack the newline. */
+  private lines(text: string): void {
+    let pos = 0;
+    while (pos < text.length) {
+      this.lineNo++;
+      let end = text.indexOf('\n', pos);
+      if (end < 0) {
+        if (this.strict) throw new DumpfileError('DUMPFILE_SYNTAX', 'Missing trailing newline', this.source, this.lineNo);
+        end = text.length;
+      }
+      this.line(text.slice(pos, end));
+      pos = end + 1;
+    }
+  }
+
+  /** Parse one line (without its newline) into the tree. */
+  private line(line: string): void {
+    const { source, strict, keys, values, lineNo } = this;
+    const root = this.root;
     const fail = (code: string, msg: string, field?: number): never => {
       throw new DumpfileError(code, msg, source, lineNo, field === undefined ? undefined : FIELD_NAMES[field]);
     };
@@ -159,8 +221,8 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
       ph[LINK_MARK] = { parent: parent!, key, target: target!, line: lineNo, path: Buffer.from(path, 'latin1') };
       parent!.entries!.set(key, ph);
       (parent!.hardlinks ??= new Set()).add(key);
-      links.push(ph);
-      continue;
+      this.links.push(ph);
+      return;
     }
 
     const size = dec(1, 2n ** 64n - 1n);
@@ -267,14 +329,11 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
 
     if (isRoot) {
       if (type !== S_IFDIR) fail('DUMPFILE_PATH', 'Root must be a directory', 2);
-      root = inode;
+      this.root = inode;
     } else {
       parent!.entries!.set(name, inode);
     }
   }
-  if (!root) throw new DumpfileError('DUMPFILE_PATH', 'Root node not present', source, Math.max(lineNo, 1));
-  resolveLinks(root, links, source);
-  return root;
 }
 
 function resolveLinks(root: Inode, links: LinkPlaceholder[], source: string): void {
