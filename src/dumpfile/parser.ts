@@ -381,7 +381,8 @@ function interned(cache: Map<string, Buffer>, s: string): Buffer {
   let b = cache.get(s);
   if (!b) {
     b = Buffer.from(s, 'latin1');
-    cache.set(s, b);
+    // Keyed by a fresh copy: `s` may be a slice that would keep a whole text piece alive.
+    cache.set(b.toString('latin1'), b);
   }
   return b;
 }
