@@ -245,8 +245,99 @@ function cmpBuf(a: Buffer, b: Buffer): number {
 
 /** Build the composefs image of `root` and return its bytes. */
 export function writeImage(root: Inode, opts: WriteOptions = {}): Buffer {
-  const b = new ImageBuilder(root, opts);
-  return b.build();
+  const out = new WholeImage();
+  new ImageBuilder(root, opts).build(out);
+  return out.image();
+}
+
+/** What `writeImageTo` wrote. */
+export interface ImageInfo {
+  /** Image size in bytes. */
+  size: number;
+  /** Number of inodes. */
+  inodes: number;
+}
+
+/**
+ * Build the composefs image of `root` and hand its bytes to `write` in order, in chunks of
+ * about `window` bytes (1 MB), so the whole image is never in memory. A chunk is only valid
+ * during the call (its buffer is reused).
+ */
+export function writeImageTo(root: Inode, opts: WriteOptions, write: (chunk: Buffer) => void, window = WINDOW): ImageInfo {
+  const out = new WindowedImage(write, window);
+  const info = new ImageBuilder(root, opts).build(out);
+  out.finish(info.size);
+  return info;
+}
+
+/**
+ * Where serialise() puts bytes. Writes come in increasing offset order, one span at a time:
+ * `span(at, len)` makes image bytes [at, at + len) writable (zeroed until written) and
+ * returns the buffer and the index of `at` in it.
+ */
+interface ImageOutput {
+  start(total: number): void;
+  span(at: number, len: number): [Buffer, number];
+}
+
+/** The whole image in one Buffer. */
+class WholeImage implements ImageOutput {
+  private buf: Buffer = EMPTY;
+
+  start(total: number): void {
+    this.buf = Buffer.alloc(total);
+  }
+
+  span(at: number): [Buffer, number] {
+    return [this.buf, at];
+  }
+
+  image(): Buffer {
+    return this.buf;
+  }
+}
+
+/** Output window size: big enough that flushes are few, small next to an image. */
+const WINDOW = 1 << 20;
+
+/** A window over the image; bytes before a new span are complete and are flushed. */
+class WindowedImage implements ImageOutput {
+  private buf: Buffer;
+  /** Image offset of buf[0]. */
+  private base = 0;
+
+  constructor(private readonly write: (chunk: Buffer) => void, window: number) {
+    this.buf = Buffer.alloc(window);
+  }
+
+  start(): void {}
+
+  span(at: number, len: number): [Buffer, number] {
+    if (at + len > this.base + this.buf.length) {
+      this.advance(at);
+      // One inode's xattrs can exceed the window (up to 256 KB each): grow for it.
+      if (len > this.buf.length) this.buf = Buffer.alloc(len);
+    }
+    return [this.buf, at - this.base];
+  }
+
+  /** Flush the rest, zero padding included, up to `total`. */
+  finish(total: number): void {
+    this.advance(total);
+  }
+
+  /**
+   * Emit image bytes up to `to`: the window's, then zeros for a gap past its end. Nothing at
+   * or after `to` has been written yet, so the window restarts empty at `to`.
+   */
+  private advance(to: number): void {
+    while (this.base < to) {
+      const n = Math.min(this.buf.length, to - this.base);
+      this.write(this.buf.subarray(0, n));
+      this.base += n;
+      this.buf.fill(0);
+    }
+  }
 }
 
 /** What a first walk over the tree tells before any node is made. */
@@ -296,7 +387,7 @@ class ImageBuilder {
     this.redirectName = this.xt.name(K_REDIRECT);
   }
 
-  build(): Buffer {
+  build(out: ImageOutput): ImageInfo {
     const survey = this.survey();
     this.chooseVersion(survey);
     this.n = new NodeColumns(survey.nodes);
@@ -307,7 +398,7 @@ class ImageBuilder {
     this.finishNodes();
     this.chooseShared();
     const inodesEnd = this.place();
-    return this.serialise(inodesEnd);
+    return this.serialise(inodesEnd, out);
   }
 
   /** Walk the directories once: column sizes, and whether any whiteout is reachable. */
@@ -637,8 +728,8 @@ class ImageBuilder {
     n.size[i] = n.nblocks[i]! * F.BLOCK_SIZE + n.tailLen[i]!;
   }
 
-  /** Write dirents [from, to) of the flat entry arrays as one block at `off`. */
-  private writeDirents(img: Buffer, from: number, to: number, off: number): void {
+  /** Write dirents [from, to) of the flat entry arrays as one block at `img[off]`. */
+  private writeDirents(img: Buffer, off: number, from: number, to: number): void {
     let nameoff = F.DIRENT_SIZE * (to - from);
     for (let e = from; e < to; e++) {
       const key = this.entryKey[e]!;
@@ -810,8 +901,11 @@ class ImageBuilder {
     return F.LAYOUT_FLAT_PLAIN;
   }
 
-  /** §3–§8: assign data blocks and write everything. */
-  private serialise(inodesEnd: number): Buffer {
+  /**
+   * §3–§8: assign data blocks and write everything, in offset order: headers, inodes with
+   * their xattrs and inline tails, the shared xattrs, then the data blocks.
+   */
+  private serialise(inodesEnd: number, out: ImageOutput): ImageInfo {
     const n = this.n;
     const dataStart = F.roundUp(inodesEnd + this.sharedBytes, F.BLOCK_SIZE);
     let block = dataStart / F.BLOCK_SIZE;
@@ -823,37 +917,50 @@ class ImageBuilder {
       }
     }
     const total = block * F.BLOCK_SIZE;
-    const img = Buffer.alloc(total);
-    this.writeHeaders(img, inodesEnd, block);
+    out.start(total);
+    this.writeHeaders(...out.span(0, F.INODE_AREA_START), inodesEnd, block);
+    for (let q = 0; q < this.inodes; q++) this.writeMeta(out, this.order[q]!, inodesEnd % F.BLOCK_SIZE);
+    let at = inodesEnd;
+    for (const x of this.shared) {
+      writeXattrEntry(...out.span(at, x.size), x);
+      at += x.size;
+    }
     for (let q = 0; q < this.inodes; q++) {
       const i = this.order[q]!;
-      const at = n.nid[i]! * F.INODE_SLOT;
-      this.writeInode(img, i, at);
-      let p = at + (n.flags[i]! & Flag.Extended ? F.INODE_EXTENDED_SIZE : F.INODE_COMPACT_SIZE);
-      if (n.xsize[i]) {
-        this.writeXattrArea(img, i, p, inodesEnd % F.BLOCK_SIZE);
-        p += n.xsize[i]!;
-      }
-      if (n.kind[i] === Kind.Dir) {
-        const first = n.firstBlock[i]!;
-        this.direntGroups(i, (from, to, b) => this.writeDirents(img, from, to, b < 0 ? p : (first + b) * F.BLOCK_SIZE));
-      } else {
-        this.writeData(img, i, p);
-      }
+      if (n.nblocks[i]) this.writeBlocks(out, i);
     }
-    // shared xattr area
-    let q = inodesEnd;
-    for (const x of this.shared) q += writeXattrEntry(img, q, x);
-    return img;
+    return { size: total, inodes: this.inodes };
   }
 
-  /** composefs header and EROFS superblock. */
-  private writeHeaders(img: Buffer, inodesEnd: number, blocks: number): void {
-    img.writeUInt32LE(F.CFS_MAGIC, F.CFS_HDR.magic);
-    img.writeUInt32LE(F.CFS_HEADER_VERSION, F.CFS_HDR.version);
-    img.writeUInt32LE(this.hasAcl ? F.CFS_FLAG_HAS_ACL : 0, F.CFS_HDR.flags);
-    img.writeUInt32LE(this.version, F.CFS_HDR.composefsVersion);
-    const sb = F.SUPERBLOCK_OFFSET;
+  /** Node i's inode, xattr area and inline tail. */
+  private writeMeta(out: ImageOutput, i: number, sharedBase: number): void {
+    const n = this.n;
+    const isize = n.flags[i]! & Flag.Extended ? F.INODE_EXTENDED_SIZE : F.INODE_COMPACT_SIZE;
+    const [img, at] = out.span(n.nid[i]! * F.INODE_SLOT, isize + n.xsize[i]! + n.tailLen[i]!);
+    this.writeInode(img, i, at);
+    let p = at + isize;
+    if (n.xsize[i]) {
+      this.writeXattrArea(img, i, p, sharedBase);
+      p += n.xsize[i]!;
+    }
+    if (n.kind[i] === Kind.Dir) {
+      if (n.flags[i]! & Flag.DirTail) {
+        this.direntGroups(i, (from, to, b) => {
+          if (b < 0) this.writeDirents(img, p, from, to);
+        });
+      }
+    } else {
+      this.writeTail(img, i, p);
+    }
+  }
+
+  /** composefs header and EROFS superblock (`img[o]` is image offset 0). */
+  private writeHeaders(img: Buffer, o: number, inodesEnd: number, blocks: number): void {
+    img.writeUInt32LE(F.CFS_MAGIC, o + F.CFS_HDR.magic);
+    img.writeUInt32LE(F.CFS_HEADER_VERSION, o + F.CFS_HDR.version);
+    img.writeUInt32LE(this.hasAcl ? F.CFS_FLAG_HAS_ACL : 0, o + F.CFS_HDR.flags);
+    img.writeUInt32LE(this.version, o + F.CFS_HDR.composefsVersion);
+    const sb = o + F.SUPERBLOCK_OFFSET;
     img.writeUInt32LE(F.EROFS_MAGIC, sb + F.SB.magic);
     img.writeUInt32LE(F.FEATURE_COMPAT_MTIME | F.FEATURE_COMPAT_XATTR_FILTER, sb + F.SB.featureCompat);
     img[sb + F.SB.blkszbits] = F.BLOCK_BITS;
@@ -954,27 +1061,56 @@ class ImageBuilder {
     return this.entrySize(id, i);
   }
 
-  /** Inline tail and data blocks of a non-directory. */
-  private writeData(img: Buffer, i: number, p: number): void {
+  /** Inline tail of a non-directory at `p`. */
+  private writeTail(img: Buffer, i: number, p: number): void {
     const n = this.n;
-    const src = n.src[i];
     const tailLen = n.tailLen[i]!;
-    const at = n.firstBlock[i]! * F.BLOCK_SIZE;
+    if (!tailLen) return;
+    const src = n.src[i]!;
     switch (n.kind[i]) {
+      case Kind.Inline:
+        src.content!.copy(img, p, src.content!.length - tailLen);
+        break;
+      case Kind.Symlink:
+        src.target!.copy(img, p);
+        break;
+      case Kind.Chunked:
+        // Chunk maps are all 0xFF (no blocks).
+        img.fill(0xff, p, p + tailLen);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Node i's data blocks. */
+  private writeBlocks(out: ImageOutput, i: number): void {
+    const n = this.n;
+    const first = n.firstBlock[i]! * F.BLOCK_SIZE;
+    const src = n.src[i];
+    switch (n.kind[i]) {
+      case Kind.Dir:
+        // One span per block: a large directory's blocks can outgrow the output window.
+        this.direntGroups(i, (from, to, b) => {
+          if (b >= 0) this.writeDirents(...out.span(first + b * F.BLOCK_SIZE, F.BLOCK_SIZE), from, to);
+        });
+        break;
       case Kind.Inline: {
         const c = src!.content!;
-        if (n.nblocks[i]) c.copy(img, at, 0, Math.min(c.length, n.nblocks[i]! * F.BLOCK_SIZE));
-        if (tailLen) c.copy(img, p, c.length - tailLen);
+        const len = n.nblocks[i]! * F.BLOCK_SIZE;
+        const [img, at] = out.span(first, len);
+        c.copy(img, at, 0, Math.min(c.length, len));
         break;
       }
       case Kind.Symlink:
-        src!.target!.copy(img, n.flags[i]! & Flag.SymlinkBlock ? at : p);
+        src!.target!.copy(...out.span(first, F.BLOCK_SIZE));
         break;
-      case Kind.Chunked:
-        // Chunk maps are all 0xFF (no blocks), inline or (quirk) in a whole block.
-        if (n.flags[i]! & Flag.MapOutOfLine) img.fill(0xff, at, at + F.BLOCK_SIZE);
-        else img.fill(0xff, p, p + tailLen);
+      case Kind.Chunked: {
+        // The out-of-line chunk map (upstream quirk): a whole block of 0xFF.
+        const [img, at] = out.span(first, F.BLOCK_SIZE);
+        img.fill(0xff, at, at + F.BLOCK_SIZE);
         break;
+      }
       default:
         break;
     }
