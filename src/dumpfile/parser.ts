@@ -248,7 +248,8 @@ export class DumpfileParser {
     let digest: Buffer | undefined;
     // A missing trailing field reads as empty; an empty DIGEST means no digest.
     if (digestText !== '-' && digestText !== '') {
-      const d = unesc(10).toString('latin1');
+      // Unescaped as a string: a Buffer here would be dead weight in the pool slabs the tree keeps.
+      const d = unescStr(10);
       if (!/^[0-9a-fA-F]{64}$/.test(d)) fail('DUMPFILE_DIGEST', 'Invalid digest (want 64 hex characters)', 10);
       digest = Buffer.from(d, 'hex');
     }
