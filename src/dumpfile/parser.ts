@@ -193,12 +193,11 @@ export class DumpfileParser {
     let name = '';
     if (!isRoot) {
       const comps = path.split('/');
-      // Copy long names: a slice would keep the whole dumpfile text alive as long as the tree.
       name = comps.pop()!;
-      if (name.length >= 13) name = (' ' + name).slice(1);
       if (name.length === 0) fail('DUMPFILE_PATH', `Can't add child: empty name in ${printable(path)}`, 0);
       if (name === '.' || name === '..') fail('DUMPFILE_PATH', `Invalid . or .. in path: ${printable(path)}`, 0);
       if (name.length > 255) fail('DUMPFILE_PATH', `Name too long (${name.length} bytes) in ${printable(path)}`, 0);
+      name = copyName(name);
       let cur: Inode = root!;
       for (const c of comps) {
         if (c.length === 0) continue;
@@ -323,6 +322,20 @@ export class DumpfileParser {
       parent!.entries!.set(name, inode);
     }
   }
+}
+
+/** Scratch space for copyName (names are at most 255 bytes). */
+const nameScratch = Buffer.allocUnsafeSlow(255);
+
+/**
+ * A flat copy of a name of at most 255 chars. V8 makes a string of 13 or more chars taken
+ * from a line a slice that keeps the line's whole text piece alive as long as the tree; a
+ * copy through concatenation would still cost a 32-byte slice object per name.
+ */
+function copyName(name: string): string {
+  if (name.length < 13) return name; // V8 copies short substrings already
+  nameScratch.write(name, 0, 'latin1');
+  return nameScratch.toString('latin1', 0, name.length);
 }
 
 /** The fields every parsed inode has before its size. */
