@@ -106,3 +106,28 @@ test('incremental parsing reports the same line numbers as a whole-buffer parse'
     assert.equal(message(() => parseInChunks(data, rng, opts)), want);
   }
 });
+
+test('parents are found the same whether their path was seen as written or needs a walk', () => {
+  const dump = [
+    '/ 0 40755 2 0 0 0 0.0 - - -',
+    '//a 0 40755 2 0 0 0 0.0 - - -', // registered as "//a"
+    '/a/b 0 40755 2 0 0 0 0.0 - - -', // parent "/a": a walk
+    '//a//b/c 0 100644 1 0 0 0 0.0 - - -', // parent "//a//b": a walk
+    '/a/b/d 0 100644 1 0 0 0 0.0 - - -', // parent "/a/b" as registered
+    'e 0 100644 1 0 0 0 0.0 - - -', // no slash: in the root
+    '',
+  ].join('\n');
+  const canon = formatDumpfile(parseDumpfile(Buffer.from(dump))).toString();
+  assert.deepEqual(canon.split('\n').map((l) => l.split(' ')[0]), ['/', '/a', '/a/b', '/a/b/c', '/a/b/d', '/e', '']);
+  const err = (text: string): string => {
+    try {
+      parseDumpfile(Buffer.from(text));
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return 'no error';
+  };
+  const head = '/ 0 40755 2 0 0 0 0.0 - - -\n/f 0 100644 1 0 0 0 0.0 - - -\n';
+  assert.equal(err(head + '/f/x 0 100644 1 0 0 0 0.0 - - -\n'), '<dumpfile>:3: Parent must be a directory for /f/x (field PATH)');
+  assert.equal(err(head + '/g/x 0 100644 1 0 0 0 0.0 - - -\n'), '<dumpfile>:3: Parent directory missing for /g/x (field PATH)');
+});

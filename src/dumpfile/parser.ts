@@ -82,6 +82,8 @@ export class DumpfileParser {
   private readonly keys = new Map<string, Buffer>();
   private readonly values = new Map<string, Buffer>();
   private lineNo = 0;
+  /** Directory path (as written, escapes decoded) → inode: a line's parent in one lookup. */
+  private readonly dirs = new Map<string, Inode>();
   /** Bytes after the last newline seen (a copy: callers may reuse their chunk buffers). */
   private pending: Buffer | undefined;
 
@@ -188,25 +190,19 @@ export class DumpfileParser {
     if (isRoot && root) fail('DUMPFILE_PATH', 'Duplicate root entry', 0);
     if (!isRoot && !root) fail('DUMPFILE_PATH', 'Root node not present', 0);
 
-    // Locate the parent (skipping leading and repeated '/') and validate the final name.
+    // Validate the final name and locate the parent: by its path in one lookup when it is a
+    // directory listed before, else by a walk (skipping leading and repeated '/').
     let parent: Inode | undefined;
     let name = '';
     if (!isRoot) {
-      const comps = path.split('/');
-      name = comps.pop()!;
+      const slash = path.lastIndexOf('/');
+      name = path.slice(slash + 1);
       if (name.length === 0) fail('DUMPFILE_PATH', `Can't add child: empty name in ${printable(path)}`, 0);
       if (name === '.' || name === '..') fail('DUMPFILE_PATH', `Invalid . or .. in path: ${printable(path)}`, 0);
       if (name.length > 255) fail('DUMPFILE_PATH', `Name too long (${name.length} bytes) in ${printable(path)}`, 0);
-      name = copyName(name);
-      let cur: Inode = root!;
-      for (const c of comps) {
-        if (c.length === 0) continue;
-        const next: Inode | undefined = cur.entries!.get(c);
-        if (!next) fail('DUMPFILE_PATH', `Parent directory missing for ${printable(path)}`, 0);
-        if (!next!.entries) fail('DUMPFILE_PATH', `Parent must be a directory for ${printable(path)}`, 0);
-        cur = next!;
-      }
-      parent = cur;
+      name = flatCopy(name);
+      const dirPath = slash < 0 ? '' : path.slice(0, slash);
+      parent = this.dirs.get(dirPath) ?? walkTo(root!, dirPath, (msg) => fail('DUMPFILE_PATH', `${msg} for ${printable(path)}`, 0));
       if (parent.entries!.has(name)) fail('DUMPFILE_PATH', `Duplicate path ${printable(path)}`, 0);
     }
 
@@ -318,24 +314,41 @@ export class DumpfileParser {
     if (isRoot) {
       if (type !== S_IFDIR) fail('DUMPFILE_PATH', 'Root must be a directory', 2);
       this.root = inode;
+      this.dirs.set('', inode);
     } else {
       parent!.entries!.set(name, inode);
+      // Keyed by a copy: the path may be a slice that would pin its whole text piece.
+      if (type === S_IFDIR) this.dirs.set(flatCopy(path), inode);
     }
   }
 }
 
-/** Scratch space for copyName (names are at most 255 bytes). */
-const nameScratch = Buffer.allocUnsafeSlow(255);
+/** Scratch space for flatCopy; grows for a longer string. */
+let copyScratch = Buffer.allocUnsafeSlow(4096);
 
 /**
- * A flat copy of a name of at most 255 chars. V8 makes a string of 13 or more chars taken
- * from a line a slice that keeps the line's whole text piece alive as long as the tree; a
- * copy through concatenation would still cost a 32-byte slice object per name.
+ * A flat copy of a latin1 string. V8 makes a substring of 13 or more chars taken from a line
+ * a slice that keeps the line's whole text piece alive as long as the copy is kept; a copy
+ * through concatenation would still cost a 32-byte slice object.
  */
-function copyName(name: string): string {
-  if (name.length < 13) return name; // V8 copies short substrings already
-  nameScratch.write(name, 0, 'latin1');
-  return nameScratch.toString('latin1', 0, name.length);
+function flatCopy(s: string): string {
+  if (s.length < 13) return s; // V8 copies short substrings already
+  if (s.length > copyScratch.length) copyScratch = Buffer.allocUnsafeSlow(s.length);
+  copyScratch.write(s, 0, 'latin1');
+  return copyScratch.toString('latin1', 0, s.length);
+}
+
+/** The directory at `dirPath` below `root`, component by component; `fail` says what is wrong. */
+function walkTo(root: Inode, dirPath: string, fail: (msg: string) => never): Inode {
+  let cur = root;
+  for (const c of dirPath.split('/')) {
+    if (c.length === 0) continue;
+    const next = cur.entries!.get(c);
+    if (!next) return fail('Parent directory missing');
+    if (!next.entries) return fail('Parent must be a directory');
+    cur = next;
+  }
+  return cur;
 }
 
 /** The fields every parsed inode has before its size. */
