@@ -57,25 +57,89 @@ type LinkPlaceholder = Inode & { [LINK_MARK]: PendingLink };
 
 /** Parse a whole dumpfile into a Tree and return its root. */
 export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
-  const source = opts.source ?? '<dumpfile>';
-  const strict = opts.strict ?? false;
-  const text = data.toString('latin1');
-  let root: Inode | undefined;
-  const links: LinkPlaceholder[] = [];
+  const parser = new DumpfileParser(opts);
+  parser.push(data);
+  return parser.end();
+}
+
+/**
+ * Text is decoded this many bytes (rounded to whole lines) at a time: small strings die young,
+ * where one string of the whole file (tens of MB) would live as long as the parse.
+ */
+const PIECE = 64 * 1024;
+
+/**
+ * An incremental dumpfile parser: `push` the bytes in any chunking, then `end` for the root.
+ * Only the unfinished last line of a chunk is kept between calls, so a file read in chunks is
+ * never held whole.
+ */
+export class DumpfileParser {
+  private readonly source: string;
+  private readonly strict: boolean;
+  private root: Inode | undefined;
+  private readonly links: LinkPlaceholder[] = [];
   // Xattr keys and short values repeat across a tree: share one Buffer per distinct text.
-  const keys = new Map<string, Buffer>();
-  const values = new Map<string, Buffer>();
-  let lineNo = 0;
-  let pos = 0;
-  while (pos < text.length) {
-    lineNo++;
-    let end = text.indexOf('\n', pos);
-    if (end < 0) {
-      if (strict) throw new DumpfileError('DUMPFILE_SYNTAX', 'Missing trailing newline', source, lineNo);
-      end = text.length;
+  private readonly keys = new Map<string, Buffer>();
+  private readonly values = new Map<string, Buffer>();
+  private lineNo = 0;
+  /** Directory path (as written, escapes decoded) → inode: a line's parent in one lookup. */
+  private readonly dirs = new Map<string, Inode>();
+  /** Bytes after the last newline seen (a copy: callers may reuse their chunk buffers). */
+  private pending: Buffer | undefined;
+
+  constructor(opts: ParseOptions = {}) {
+    this.source = opts.source ?? '<dumpfile>';
+    this.strict = opts.strict ?? false;
+  }
+
+  /** Parse every complete line of `chunk` (after what is pending). */
+  push(chunk: Buffer): void {
+    const data = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = undefined;
+    let start = 0;
+    while (start < data.length) {
+      // The last newline within PIECE bytes, or (a longer line) the first one after.
+      let nl = data.lastIndexOf(0x0a, Math.min(start + PIECE, data.length) - 1);
+      if (nl < start) nl = data.indexOf(0x0a, start + PIECE);
+      if (nl < 0) break;
+      this.lines(data.toString('latin1', start, nl + 1));
+      start = nl + 1;
     }
-    const line = text.slice(pos, end);
-    pos = end + 1;
+    if (start < data.length) this.pending = Buffer.from(data.subarray(start));
+  }
+
+  /** Parse what is left (a last line without newline) and resolve hardlinks. */
+  end(): Inode {
+    if (this.pending) {
+      const rest = this.pending.toString('latin1');
+      this.pending = undefined;
+      this.lines(rest);
+    }
+    const root = this.root;
+    if (!root) throw new DumpfileError('DUMPFILE_PATH', 'Root node not present', this.source, Math.max(this.lineNo, 1));
+    resolveLinks(root, this.links, this.source);
+    return root;
+  }
+
+  /** Parse the lines of `text`; only its last line may lack the newline. */
+  private lines(text: string): void {
+    let pos = 0;
+    while (pos < text.length) {
+      this.lineNo++;
+      let end = text.indexOf('\n', pos);
+      if (end < 0) {
+        if (this.strict) throw new DumpfileError('DUMPFILE_SYNTAX', 'Missing trailing newline', this.source, this.lineNo);
+        end = text.length;
+      }
+      this.line(text.slice(pos, end));
+      pos = end + 1;
+    }
+  }
+
+  /** Parse one line (without its newline) into the tree. */
+  private line(line: string): void {
+    const { source, strict, keys, values, lineNo } = this;
+    const root = this.root;
     const fail = (code: string, msg: string, field?: number): never => {
       throw new DumpfileError(code, msg, source, lineNo, field === undefined ? undefined : FIELD_NAMES[field]);
     };
@@ -126,26 +190,19 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     if (isRoot && root) fail('DUMPFILE_PATH', 'Duplicate root entry', 0);
     if (!isRoot && !root) fail('DUMPFILE_PATH', 'Root node not present', 0);
 
-    // Locate the parent (skipping leading and repeated '/') and validate the final name.
+    // Validate the final name and locate the parent: by its path in one lookup when it is a
+    // directory listed before, else by a walk (skipping leading and repeated '/').
     let parent: Inode | undefined;
     let name = '';
     if (!isRoot) {
-      const comps = path.split('/');
-      // Copy long names: a slice would keep the whole dumpfile text alive as long as the tree.
-      name = comps.pop()!;
-      if (name.length >= 13) name = (' ' + name).slice(1);
+      const slash = path.lastIndexOf('/');
+      name = path.slice(slash + 1);
       if (name.length === 0) fail('DUMPFILE_PATH', `Can't add child: empty name in ${printable(path)}`, 0);
       if (name === '.' || name === '..') fail('DUMPFILE_PATH', `Invalid . or .. in path: ${printable(path)}`, 0);
       if (name.length > 255) fail('DUMPFILE_PATH', `Name too long (${name.length} bytes) in ${printable(path)}`, 0);
-      let cur: Inode = root!;
-      for (const c of comps) {
-        if (c.length === 0) continue;
-        const next: Inode | undefined = cur.entries!.get(c);
-        if (!next) fail('DUMPFILE_PATH', `Parent directory missing for ${printable(path)}`, 0);
-        if (!next!.entries) fail('DUMPFILE_PATH', `Parent must be a directory for ${printable(path)}`, 0);
-        cur = next!;
-      }
-      parent = cur;
+      name = flatCopy(name);
+      const dirPath = slash < 0 ? '' : path.slice(0, slash);
+      parent = this.dirs.get(dirPath) ?? walkTo(root!, dirPath, (msg) => fail('DUMPFILE_PATH', `${msg} for ${printable(path)}`, 0));
       if (parent.entries!.has(name)) fail('DUMPFILE_PATH', `Duplicate path ${printable(path)}`, 0);
     }
 
@@ -159,8 +216,8 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
       ph[LINK_MARK] = { parent: parent!, key, target: target!, line: lineNo, path: Buffer.from(path, 'latin1') };
       parent!.entries!.set(key, ph);
       (parent!.hardlinks ??= new Set()).add(key);
-      links.push(ph);
-      continue;
+      this.links.push(ph);
+      return;
     }
 
     const size = dec(1, 2n ** 64n - 1n);
@@ -186,7 +243,8 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     let digest: Buffer | undefined;
     // A missing trailing field reads as empty; an empty DIGEST means no digest.
     if (digestText !== '-' && digestText !== '') {
-      const d = unesc(10).toString('latin1');
+      // Unescaped as a string: a Buffer here would be dead weight in the pool slabs the tree keeps.
+      const d = unescStr(10);
       if (!/^[0-9a-fA-F]{64}$/.test(d)) fail('DUMPFILE_DIGEST', 'Invalid digest (want 64 hex characters)', 10);
       digest = Buffer.from(d, 'hex');
     }
@@ -198,33 +256,21 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
     const isDevice = fileTypeOf(mode) === 'chr' || fileTypeOf(mode) === 'blk';
     if (strict && !isDevice && rdev !== 0n) fail('DUMPFILE_RDEV', 'Non-zero devnum on non-device', 6);
 
-    const inode = newInode(mode, {
-      nlink,
-      uid,
-      gid,
-      rdev: isDevice ? Number(rdev & 0xffffffffn) : 0,
-      mtimeSec,
-      mtimeNsec,
-      size: 0,
-    });
-
+    const head: Head = { mode, nlink, uid, gid, rdev: isDevice ? Number(rdev & 0xffffffffn) : 0, mtimeSec, mtimeNsec };
+    let inode: Inode;
     if (type === S_IFREG) {
       if (size > BigInt(MAX_FILE_SIZE)) fail('DUMPFILE_SIZE', `File too large: ${size} bytes (limit 2^53)`, 1);
-      inode.size = Number(size);
-      if (content !== undefined) inode.content = content;
-      if (payload !== undefined) {
-        if (payload.length >= PATH_MAX) fail('DUMPFILE_PAYLOAD', `Payload longer than ${PATH_MAX - 1} bytes`, 8);
-        inode.payload = payload;
-      }
-      if (digest) inode.digest = digest;
+      if (payload !== undefined && payload.length >= PATH_MAX) fail('DUMPFILE_PAYLOAD', `Payload longer than ${PATH_MAX - 1} bytes`, 8);
+      inode = fileInode(head, Number(size), content, payload, digest);
     } else if (type === S_IFLNK) {
       if (!payload || payload.length === 0 || payload.length >= PATH_MAX) fail('DUMPFILE_SYMLINK', 'Invalid symlink', 8);
       if (strict && size !== BigInt(payload!.length)) fail('DUMPFILE_SYMLINK', 'Symlink size does not match its target length', 1);
       if (strict && content !== undefined) fail('DUMPFILE_SYMLINK', 'Symlink with content', 9);
-      inode.target = payload;
-      inode.size = payload!.length;
+      inode = symlinkInode(head, payload!);
     } else if (type === S_IFDIR) {
-      inode.size = Number(size > BigInt(U32_MAX) ? 0n : size);
+      inode = dirInode(head, Number(size > BigInt(U32_MAX) ? 0n : size));
+    } else {
+      inode = { ...head, size: 0, xattrs: [] };
     }
 
     // XATTRS: everything after the 11 fixed fields.
@@ -267,14 +313,78 @@ export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
 
     if (isRoot) {
       if (type !== S_IFDIR) fail('DUMPFILE_PATH', 'Root must be a directory', 2);
-      root = inode;
+      this.root = inode;
+      this.dirs.set('', inode);
     } else {
       parent!.entries!.set(name, inode);
+      // Keyed by a copy: the path may be a slice that would pin its whole text piece.
+      if (type === S_IFDIR) this.dirs.set(flatCopy(path), inode);
     }
   }
-  if (!root) throw new DumpfileError('DUMPFILE_PATH', 'Root node not present', source, Math.max(lineNo, 1));
-  resolveLinks(root, links, source);
-  return root;
+}
+
+/** Scratch space for flatCopy; grows for a longer string. */
+let copyScratch = Buffer.allocUnsafeSlow(4096);
+
+/**
+ * A flat copy of a latin1 string. V8 makes a substring of 13 or more chars taken from a line
+ * a slice that keeps the line's whole text piece alive as long as the copy is kept; a copy
+ * through concatenation would still cost a 32-byte slice object.
+ */
+function flatCopy(s: string): string {
+  if (s.length < 13) return s; // V8 copies short substrings already
+  if (s.length > copyScratch.length) copyScratch = Buffer.allocUnsafeSlow(s.length);
+  copyScratch.write(s, 0, 'latin1');
+  return copyScratch.toString('latin1', 0, s.length);
+}
+
+/** The directory at `dirPath` below `root`, component by component; `fail` says what is wrong. */
+function walkTo(root: Inode, dirPath: string, fail: (msg: string) => never): Inode {
+  let cur = root;
+  for (const c of dirPath.split('/')) {
+    if (c.length === 0) continue;
+    const next = cur.entries!.get(c);
+    if (!next) return fail('Parent directory missing');
+    if (!next.entries) return fail('Parent must be a directory');
+    cur = next;
+  }
+  return cur;
+}
+
+/** The fields every parsed inode has before its size. */
+interface Head {
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+// Parsed inodes are made as one object literal with all their fields (in newInode's order):
+// a field added after creation goes to a separate property array, about 40 bytes more for
+// each of 100,000s of inodes.
+
+function fileInode(h: Head, size: number, content?: Buffer, payload?: Buffer, digest?: Buffer): Inode {
+  const { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec } = h;
+  if (payload && digest && !content) return { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, size, xattrs: [], payload, digest };
+  if (content && !payload && !digest) return { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, size, xattrs: [], content };
+  const inode: Inode = { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, size, xattrs: [] };
+  if (content) inode.content = content;
+  if (payload) inode.payload = payload;
+  if (digest) inode.digest = digest;
+  return inode;
+}
+
+function symlinkInode(h: Head, target: Buffer): Inode {
+  const { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec } = h;
+  return { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, size: target.length, xattrs: [], target };
+}
+
+function dirInode(h: Head, size: number): Inode {
+  const { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec } = h;
+  return { mode, nlink, uid, gid, rdev, mtimeSec, mtimeNsec, size, xattrs: [], entries: new Map() };
 }
 
 function resolveLinks(root: Inode, links: LinkPlaceholder[], source: string): void {
@@ -322,7 +432,8 @@ function interned(cache: Map<string, Buffer>, s: string): Buffer {
   let b = cache.get(s);
   if (!b) {
     b = Buffer.from(s, 'latin1');
-    cache.set(s, b);
+    // Keyed by a fresh copy: `s` may be a slice that would keep a whole text piece alive.
+    cache.set(b.toString('latin1'), b);
   }
   return b;
 }
