@@ -80,7 +80,8 @@ export class Ingest {
     this.store = store;
     this.dir = dir;
     this.adopted = adopted;
-    this.objects = new ObjectDir(join(dir, 'objects'), { tmpDir: store.tmpDir, fsync: false });
+    // The store's fs-verity probe: same filesystem, so one probe per process.
+    this.objects = new ObjectDir(join(dir, 'objects'), { tmpDir: store.tmpDir, fsync: false, verity: store.objects.verity });
   }
 
   /** Open an ingest area for `image`: one left by a pull of this process that ended, else one
@@ -232,9 +233,9 @@ export class Ingest {
         }
       }
     }
-    // The renames: one more filesystem sync (cheap: little else is dirty now), else each
-    // directory on its own.
-    if (synced && (await syncFilesystem(this.store.objects.dir))) return;
+    // The renames: one more filesystem sync when many directories changed (cheap: little else
+    // is dirty now), else each directory on its own.
+    if (synced && dirs.size > 16 && (await syncFilesystem(this.store.objects.dir))) return;
     for (const d of dirs) await fsyncDir(d);
     await fsyncDir(this.store.objects.dir);
   }

@@ -34,6 +34,7 @@ import type { ImageStatement } from '../sign/statement.js';
 import { Ingest } from './ingest.js';
 import { PullError } from './errors.js';
 import type { Remote, WireStats } from './remote.js';
+import type { Inode } from '../tree/tree.js';
 
 /** Progress of a pull. */
 export interface PullProgress {
@@ -205,7 +206,7 @@ async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
  * mismatching one, one for another base — is a one-line notice and undefined: the caller then
  * fetches the full image, so a delta can never fail a pull.
  */
-async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; base: Buffer; bytes: number } | undefined> {
+async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; tree: Inode; base: Buffer; bytes: number } | undefined> {
   const { store, remote, name, tag } = opts;
   if (!remote.getDelta) return undefined;
   const bases: Buffer[] = [];
@@ -223,9 +224,9 @@ async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, whe
     }
     if (!delta) continue;
     try {
-      const { applyDelta } = await import('../delta/delta.js');
+      const { applyDeltaTree } = await import('../delta/delta.js');
       const baseBytes = await readFile(store.imagePath(base));
-      return { image: applyDelta(baseBytes, delta, image), base, bytes: delta.length };
+      return { ...applyDeltaTree(baseBytes, delta, image), base, bytes: delta.length };
     } catch (err) {
       opts.onNotice?.(`${where}: delta from ${toHex(base).slice(0, 12)}… unusable (${(err as Error).message}); fetching the full image`);
       return undefined;
@@ -264,6 +265,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     let imageBytes: Buffer;
     let imageFetched = 0;
     let deltaUsed: PullSummary['delta'];
+    /** The tree a delta rebuilt the image from (its facts need no second read). */
+    let deltaTree: Inode | undefined;
     if (await store.hasImage(image)) {
       imageBytes = await readFile(store.imagePath(image));
       if (!fsverityDigest(imageBytes).equals(image)) throw new StoreError('IMAGE_CORRUPT', `local image ${s.image} is corrupt (run cfsdist fsck --repair)`);
@@ -277,9 +280,14 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     } else {
       ingest = await Ingest.open(store, image);
       imageBytes = await readFile(ingest.imagePath).catch(() => Buffer.alloc(0));
-      if ((imageBytes.length === 0 || !fsverityDigest(imageBytes).equals(image)) && opts.deltas !== false) {
+      // Verified: an earlier attempt's image in the ingest area, or one a delta rebuilt (which
+      // applyDelta checked against the signed digest).
+      let verified = imageBytes.length > 0 && fsverityDigest(imageBytes).equals(image);
+      if (!verified && opts.deltas !== false) {
         const d = await tryDelta(opts, image, s.imageSize, where);
         if (d) {
+          verified = true;
+          deltaTree = d.tree;
           const tmp = await writeTemp(store.tmpDir, d.image, { sync: false, what: `image ${s.image}` });
           await rename(tmp.path, ingest.imagePath);
           imageBytes = d.image;
@@ -287,7 +295,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
           deltaUsed = { base: toHex(d.base), bytes: d.bytes, imageBytes: s.imageSize };
         }
       }
-      if (imageBytes.length === 0 || !fsverityDigest(imageBytes).equals(image)) {
+      if (!verified) {
         const tmp = await writeTemp(store.tmpDir, remote.getImage(image, s.imageSize, opts.signal), { sync: false, what: `image ${s.image}` }).catch((err: unknown) => {
           throw unwrap(err);
         });
@@ -305,7 +313,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     let facts: ImageFacts;
     try {
       const { readImage } = await import('../erofs/reader.js');
-      facts = factsOfTree(readImage(imageBytes, `image ${s.image}`), `image ${s.image}`);
+      facts = factsOfTree(deltaTree ?? readImage(imageBytes, `image ${s.image}`), `image ${s.image}`);
     } catch (err) {
       throw new PullError('IMAGE_UNREADABLE', `image ${s.image} of ${where} is signed but cannot be used: ${(err as Error).message}`, { cause: err });
     }

@@ -252,6 +252,12 @@ function header(r: Reader): DeltaInfo {
  * target digest the caller trusts (from the signed statement); it must be the delta's too.
  */
 export function applyDelta(base: Buffer, delta: Buffer, expected?: Buffer): Buffer {
+  return applyDeltaTree(base, delta, expected).image;
+}
+
+/** applyDelta, also returning the tree the image was written from (a caller that needs the
+ * image's facts need not read the image back). */
+export function applyDeltaTree(base: Buffer, delta: Buffer, expected?: Buffer): { image: Buffer; tree: Inode } {
   const raw = decompress(delta);
   const r = new Reader(raw);
   const info = header(r);
@@ -313,5 +319,5 @@ export function applyDelta(base: Buffer, delta: Buffer, expected?: Buffer): Buff
   const image = writeImage(tree, { minVersion: info.version, maxVersion: info.version });
   const digest = fsverityDigest(image);
   if (!digest.equals(info.target)) throw new DeltaError('DELTA_MISMATCH', `delta rebuilt image ${toHex(digest)}, expected ${toHex(info.target)}`);
-  return image;
+  return { image, tree };
 }

@@ -46,6 +46,8 @@ export interface ObjectDirOptions {
   enableVerity?: boolean;
   /** fsync objects before they are renamed into place (default true). */
   fsync?: boolean;
+  /** Share another directory's fs-verity probe (same filesystem and tmpDir). */
+  verity?: VerityEnabler;
 }
 
 /** Files this size or smaller are read whole by addFile, so a present object costs no write. */
@@ -82,7 +84,7 @@ export class ObjectDir {
     this.tmpDir = opts.tmpDir ?? dir;
     this.hold = opts.hold ?? (async () => () => undefined);
     this.fsync = opts.fsync ?? true;
-    this.verity = new VerityEnabler(this.tmpDir, { disabled: opts.enableVerity === false, label: dir });
+    this.verity = opts.verity ?? new VerityEnabler(this.tmpDir, { disabled: opts.enableVerity === false, label: dir });
   }
 
   /** Absolute path of an object. */
