@@ -9,6 +9,9 @@
  *  (c) bytes on the wire: cold pull vs the ordinary image's compressed layers (≤ 1.0×), update
  *      vs the bytes skopeo moves for it (its new blobs: layer, config, manifest; ≤ 0.5×);
  *  requests per pull.
+ * Three rounds, each into fresh directories, alternating reference and cfsdist; the figures are
+ * medians. The filesystem is synced before each timed step: a pull ends with a filesystem sync
+ * (its durability point), which would otherwise also flush what the step before it wrote.
  * skopeo's bytes are the sizes of the blobs and manifests it fetches (HTTP overhead not
  * counted: in its favour); cfsdist's are socket bytes, headers included.
  */
@@ -30,6 +33,13 @@ export type { BenchRow };
 
 const SELF = fileURLToPath(import.meta.url);
 const NAME = 'cfsdist/debian';
+/** Rounds of each measurement (medians reported). */
+const ROUNDS = 3;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
 
 function sh(cmd: string, args: string[]): number {
   const t0 = performance.now();
@@ -71,8 +81,7 @@ export async function run(): Promise<BenchRow[]> {
     const skopeoUpdate = m2.manifestSize + [m2.config, ...m2.layers].filter((b) => !have1.has(b.digest)).reduce((a, b) => a + b.size, 0);
 
     const trusted = [await loadPublicKey(deb.pub)];
-    const client = await Store.open(join(dir, 'client'), { create: true });
-    const pullTag = async (tag: string): Promise<PullSummary> => {
+    const pullTag = async (client: Store, tag: string): Promise<PullSummary> => {
       const r = remote();
       try {
         return await pull({ store: client, remote: r, name: NAME, tag, trusted });
@@ -80,22 +89,36 @@ export async function run(): Promise<BenchRow[]> {
         r.close();
       }
     };
-    // Reference: skopeo copy + umoci unpack, v1 then v2 into the same layout.
-    const oci = join(dir, 'oci');
     const src = `docker://${reg.host}/library/debian`;
-    const copy1 = sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v1`, `oci:${oci}:v1`]);
-    const unpack1 = sh('umoci', ['unpack', '--image', `${oci}:v1`, join(dir, 'bundle-v1')]);
-    const copy2 = sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v2`, `oci:${oci}:v2`]);
-    const unpack2 = sh('umoci', ['unpack', '--image', `${oci}:v2`, join(dir, 'bundle-v2')]);
-    // cfsdist.
-    const p1 = await pullTag('v1');
-    const p2 = await pullTag('v2');
-
-    const ref1 = copy1 + unpack1;
-    const ref2 = copy2 + unpack2;
-    rows.push({ name: 'cold: pull v1 until ready to run', value: p1.seconds, unit: 's', reference: ref1, ratio: p1.seconds / ref1, target: '≤ 0.5× skopeo copy + umoci unpack', note: `skopeo copy ${copy1.toFixed(2)} s + umoci unpack ${unpack1.toFixed(2)} s` });
+    const runs = { copy1: [] as number[], unpack1: [] as number[], copy2: [] as number[], unpack2: [] as number[], p1: [] as PullSummary[], p2: [] as PullSummary[] };
+    for (let round = 0; round < ROUNDS; round++) {
+      // Reference: skopeo copy + umoci unpack, v1 then v2 into the same layout; cfsdist: pull
+      // v1 into an empty store, then v2 into it.
+      const oci = join(dir, `oci-${round}`);
+      const client = await Store.open(join(dir, `client-${round}`), { create: true });
+      sh('sync', []);
+      runs.copy1.push(sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v1`, `oci:${oci}:v1`]));
+      runs.unpack1.push(sh('umoci', ['unpack', '--image', `${oci}:v1`, join(dir, `bundle-v1-${round}`)]));
+      sh('sync', []);
+      runs.p1.push(await pullTag(client, 'v1'));
+      sh('sync', []);
+      runs.copy2.push(sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v2`, `oci:${oci}:v2`]));
+      runs.unpack2.push(sh('umoci', ['unpack', '--image', `${oci}:v2`, join(dir, `bundle-v2-${round}`)]));
+      sh('sync', []);
+      runs.p2.push(await pullTag(client, 'v2'));
+    }
+    const ref1s = runs.copy1.map((c, i) => c + runs.unpack1[i]!);
+    const ref2s = runs.copy2.map((c, i) => c + runs.unpack2[i]!);
+    const [copy1, unpack1, copy2, unpack2, ref1, ref2] = [runs.copy1, runs.unpack1, runs.copy2, runs.unpack2, ref1s, ref2s].map(median) as [number, number, number, number, number, number];
+    const bySeconds = (a: PullSummary, b: PullSummary) => a.seconds - b.seconds;
+    const p1 = [...runs.p1].sort(bySeconds)[Math.floor(ROUNDS / 2)]!;
+    const p2 = [...runs.p2].sort(bySeconds)[Math.floor(ROUNDS / 2)]!;
+    const list = (xs: number[]) => xs.map((x) => x.toFixed(2)).join('/');
+    const note1 = `median of ${ROUNDS}; runs ours ${list(runs.p1.map((p) => p.seconds))} reference ${list(ref1s)}`;
+    const note2 = `median of ${ROUNDS}; runs ours ${list(runs.p2.map((p) => p.seconds))} reference ${list(ref2s)}`;
+    rows.push({ name: 'cold: pull v1 until ready to run', value: p1.seconds, unit: 's', reference: ref1, ratio: p1.seconds / ref1, target: '≤ 0.5× skopeo copy + umoci unpack', note: `skopeo copy ${copy1.toFixed(2)} s + umoci unpack ${unpack1.toFixed(2)} s; ${note1}` });
     rows.push({ name: 'cold: pull v1 vs skopeo copy alone', value: p1.seconds, unit: 's', reference: copy1, ratio: p1.seconds / copy1, note: 'skopeo copy does not unpack' });
-    rows.push({ name: 'update: pull v2 with v1 present', value: p2.seconds, unit: 's', reference: ref2, ratio: p2.seconds / ref2, target: '≤ 0.2× skopeo copy + umoci unpack', note: `skopeo copy ${copy2.toFixed(2)} s + umoci unpack ${unpack2.toFixed(2)} s` });
+    rows.push({ name: 'update: pull v2 with v1 present', value: p2.seconds, unit: 's', reference: ref2, ratio: p2.seconds / ref2, target: '≤ 0.2× skopeo copy + umoci unpack', note: `skopeo copy ${copy2.toFixed(2)} s + umoci unpack ${unpack2.toFixed(2)} s; ${note2}` });
     rows.push({ name: 'update: pull v2 vs skopeo copy alone', value: p2.seconds, unit: 's', reference: copy2, ratio: p2.seconds / copy2 });
     rows.push({ name: 'cold: bytes received', value: p1.wire.received, unit: 'B', reference: layers1, ratio: p1.wire.received / layers1, target: '≤ 1.0× compressed layers', note: `${p1.objects.fetched} objects, ${p1.bytes.needed} content bytes` });
     rows.push({ name: 'update: bytes received', value: p2.wire.received, unit: 'B', reference: skopeoUpdate, ratio: p2.wire.received / skopeoUpdate, target: '≤ 0.5× skopeo', note: `${p2.objects.fetched} objects (${p2.bytes.fetched} B content) + image ${p2.bytes.image} B uncompressed` });
