@@ -9,15 +9,15 @@
  *  (c) bytes on the wire: cold pull vs the ordinary image's compressed layers (≤ 1.0×), update
  *      vs the bytes skopeo moves for it (its new blobs: layer, config, manifest; ≤ 0.5×);
  *  requests per pull.
- * Three rounds, each into fresh directories, alternating reference and cfsdist; the figures are
- * medians. The filesystem is synced before each timed step: a pull ends with a filesystem sync
+ * Every figure is a whole process, `cfsdist pull` as for the reference tools. Three rounds,
+ * each into fresh directories, alternating reference and cfsdist; the figures are medians. The filesystem is synced before each timed step: a pull ends with a filesystem sync
  * (its durability point), which would otherwise also flush what the step before it wrote.
  * skopeo's bytes are the sizes of the blobs and manifests it fetches (HTTP overhead not
  * counted: in its favour); cfsdist's are socket bytes, headers included.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Store } from '../src/store/store.js';
@@ -32,6 +32,7 @@ import type { BenchRow } from './types.js';
 export type { BenchRow };
 
 const SELF = fileURLToPath(import.meta.url);
+const CLI = join(dirname(SELF), '..', '..', 'bin', 'cfsdist');
 const NAME = 'cfsdist/debian';
 /** Rounds of each measurement (medians reported). */
 const ROUNDS = 3;
@@ -80,32 +81,51 @@ export async function run(): Promise<BenchRow[]> {
     const have1 = new Set([m1.config.digest, ...m1.layers.map((l) => l.digest)]);
     const skopeoUpdate = m2.manifestSize + [m2.config, ...m2.layers].filter((b) => !have1.has(b.digest)).reduce((a, b) => a + b.size, 0);
 
+    // `cfsdist pull` as a user runs it: a process of its own (start-up included, as for the
+    // reference tools); its --json summary gives the wire figures, the wall time is ours.
+    const pullTag = (client: string, tag: string): PullSummary => {
+      const t0 = performance.now();
+      const r = spawnSync(process.execPath, [CLI, 'pull', '--json', '--quiet', '--store', client, '--trust', deb.pub, `docker://${reg.host}/${NAME}:${tag}`], {
+        encoding: 'utf8',
+        maxBuffer: 64 << 20,
+        env: { ...process.env, CFSDIST_REGISTRY_USER: reg.user, CFSDIST_REGISTRY_PASSWORD: reg.password },
+      });
+      const seconds = (performance.now() - t0) / 1000;
+      if (r.status !== 0) throw new Error(`cfsdist pull ${tag}: ${r.stderr}`);
+      return { ...(JSON.parse(r.stdout) as PullSummary), seconds };
+    };
+    // The same pull as a library call in a running process (a daemon's view: code already warm).
     const trusted = [await loadPublicKey(deb.pub)];
-    const pullTag = async (client: Store, tag: string): Promise<PullSummary> => {
+    const pullInProcess = async (client: Store, tag: string): Promise<number> => {
       const r = remote();
       try {
-        return await pull({ store: client, remote: r, name: NAME, tag, trusted });
+        return (await pull({ store: client, remote: r, name: NAME, tag, trusted })).seconds;
       } finally {
         r.close();
       }
     };
     const src = `docker://${reg.host}/library/debian`;
-    const runs = { copy1: [] as number[], unpack1: [] as number[], copy2: [] as number[], unpack2: [] as number[], p1: [] as PullSummary[], p2: [] as PullSummary[] };
+    const runs = { copy1: [] as number[], unpack1: [] as number[], copy2: [] as number[], unpack2: [] as number[], p1: [] as PullSummary[], p2: [] as PullSummary[], lib1: [] as number[], lib2: [] as number[] };
     for (let round = 0; round < ROUNDS; round++) {
       // Reference: skopeo copy + umoci unpack, v1 then v2 into the same layout; cfsdist: pull
       // v1 into an empty store, then v2 into it.
       const oci = join(dir, `oci-${round}`);
-      const client = await Store.open(join(dir, `client-${round}`), { create: true });
+      const client = join(dir, `client-${round}`);
       sh('sync', []);
       runs.copy1.push(sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v1`, `oci:${oci}:v1`]));
       runs.unpack1.push(sh('umoci', ['unpack', '--image', `${oci}:v1`, join(dir, `bundle-v1-${round}`)]));
       sh('sync', []);
-      runs.p1.push(await pullTag(client, 'v1'));
+      runs.p1.push(pullTag(client, 'v1'));
       sh('sync', []);
       runs.copy2.push(sh('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', creds, `${src}:v2`, `oci:${oci}:v2`]));
       runs.unpack2.push(sh('umoci', ['unpack', '--image', `${oci}:v2`, join(dir, `bundle-v2-${round}`)]));
       sh('sync', []);
-      runs.p2.push(await pullTag(client, 'v2'));
+      runs.p2.push(pullTag(client, 'v2'));
+      const lib = await Store.open(join(dir, `lib-${round}`), { create: true });
+      sh('sync', []);
+      runs.lib1.push(await pullInProcess(lib, 'v1'));
+      sh('sync', []);
+      runs.lib2.push(await pullInProcess(lib, 'v2'));
     }
     const ref1s = runs.copy1.map((c, i) => c + runs.unpack1[i]!);
     const ref2s = runs.copy2.map((c, i) => c + runs.unpack2[i]!);
@@ -120,6 +140,10 @@ export async function run(): Promise<BenchRow[]> {
     rows.push({ name: 'cold: pull v1 vs skopeo copy alone', value: p1.seconds, unit: 's', reference: copy1, ratio: p1.seconds / copy1, note: 'skopeo copy does not unpack' });
     rows.push({ name: 'update: pull v2 with v1 present', value: p2.seconds, unit: 's', reference: ref2, ratio: p2.seconds / ref2, target: '≤ 0.2× skopeo copy + umoci unpack', note: `skopeo copy ${copy2.toFixed(2)} s + umoci unpack ${unpack2.toFixed(2)} s; ${note2}` });
     rows.push({ name: 'update: pull v2 vs skopeo copy alone', value: p2.seconds, unit: 's', reference: copy2, ratio: p2.seconds / copy2 });
+    const lib1 = median(runs.lib1);
+    const lib2 = median(runs.lib2);
+    rows.push({ name: 'cold: pull v1 as a library call in a running process', value: lib1, unit: 's', reference: ref1, ratio: lib1 / ref1, note: `no process start-up, code warm (a daemon); runs ${list(runs.lib1)}` });
+    rows.push({ name: 'update: pull v2 as a library call in a running process', value: lib2, unit: 's', reference: ref2, ratio: lib2 / ref2, note: `no process start-up, code warm (a daemon); runs ${list(runs.lib2)}` });
     rows.push({ name: 'cold: bytes received', value: p1.wire.received, unit: 'B', reference: layers1, ratio: p1.wire.received / layers1, target: '≤ 1.0× compressed layers', note: `${p1.objects.fetched} objects, ${p1.bytes.needed} content bytes` });
     rows.push({ name: 'update: bytes received', value: p2.wire.received, unit: 'B', reference: skopeoUpdate, ratio: p2.wire.received / skopeoUpdate, target: '≤ 0.5× skopeo', note: `${p2.objects.fetched} objects (${p2.bytes.fetched} B content) + image ${p2.bytes.image} B uncompressed` });
     rows.push({ name: 'cold: requests per pull', value: p1.wire.requests, unit: 'requests', note: `${p1.objects.fetched} objects fetched` });
