@@ -268,7 +268,7 @@ export function formatSummary(s: DemoSummary): string {
   if (s.program) lines.push(`  ${s.program}`);
   for (const n of s.notes) lines.push(`  note: ${n}`);
   lines.push('');
-  lines.push('image  entries    objects   inline (files of at most 4 KiB, stored in the image)');
+  lines.push('image  entries   objects   inline (files of at most 4 KiB, stored in the image)');
   for (const tag of Object.keys(s.files)) lines.push(`${tag.padEnd(7)} ${String(s.files[tag]).padStart(6)}  ${String(s.objects[tag]).padStart(8)}  ${String(s.inlined[tag]).padStart(7)}`);
   lines.push(`dedup: ${Object.values(s.objects).reduce((a, b) => a + b, 0)} object references, ${s.uniqueObjects} unique objects stored (ratio ${s.dedupRatio.toFixed(2)})`, '');
   lines.push('pull    objects: needed  present  fetched   content fetched   metadata          on the wire  requests  seconds');
