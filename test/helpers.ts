@@ -1,5 +1,6 @@
 /** Shared test helpers: paths to the repo, the shared vectors and the reference binaries. */
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,4 +28,37 @@ export function parseTsv(text: string): Record<string, string>[] {
   const [head, ...rows] = text.trim().split('\n');
   const cols = head!.split('\t');
   return rows.map((r) => Object.fromEntries(r.split('\t').map((v, i) => [cols[i]!, v])));
+}
+
+/** Run the CLI with `args` (and extra environment); its output as text. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** What lstat says of one path (see lstatTree). */
+export interface StatEntry {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: bigint;
+  mtimeNs: bigint;
+  rdev: bigint;
+  nlink: bigint;
+  ino: bigint;
+}
+
+/** lstat of every path under `root`, keyed by the path below it (latin1; `/` for the root). */
+export function lstatTree(root: string): Map<string, StatEntry> {
+  const out = new Map<string, StatEntry>();
+  const rec = (rel: string): void => {
+    const p = Buffer.from(root + rel, 'latin1');
+    const st = lstatSync(p, { bigint: true });
+    const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'lnk' : st.isFile() ? 'reg' : st.isFIFO() ? 'fifo' : st.isSocket() ? 'sock' : st.isCharacterDevice() ? 'chr' : 'blk';
+    out.set(rel || '/', { type, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: st.size, mtimeNs: st.mtimeNs, rdev: st.rdev, nlink: st.nlink, ino: st.ino });
+    if (st.isDirectory()) for (const n of readdirSync(p, { encoding: 'buffer' }) as Buffer[]) rec(rel + '/' + n.toString('latin1'));
+  };
+  rec('');
+  return out;
 }

@@ -6,11 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, linkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, linkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { CLI, notRoot } from './helpers.js';
+import { CLI, lstatTree, notRoot, type StatEntry } from './helpers.js';
 
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -64,32 +64,6 @@ function makeSource(src: string): void {
   writeFileSync(join(src, '-dash'), 'sorts before dot');
 }
 
-interface Entry {
-  path: string;
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: bigint;
-  mtimeNs: bigint;
-  rdev: bigint;
-  nlink: bigint;
-  ino: bigint;
-}
-
-function walkStats(root: string): Map<string, Entry> {
-  const out = new Map<string, Entry>();
-  const rec = (rel: string) => {
-    const p = Buffer.from(root + rel, 'latin1');
-    const st = lstatSync(p, { bigint: true });
-    const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'lnk' : st.isFile() ? 'reg' : st.isFIFO() ? 'fifo' : st.isSocket() ? 'sock' : st.isCharacterDevice() ? 'chr' : 'blk';
-    out.set(rel || '/', { path: rel, type, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: st.size, mtimeNs: st.mtimeNs, rdev: st.rdev, nlink: st.nlink, ino: st.ino });
-    if (st.isDirectory()) for (const n of readdirSync(p, { encoding: 'buffer' }) as Buffer[]) rec(rel + '/' + n.toString('latin1'));
-  };
-  rec('');
-  return out;
-}
-
 /** Every file's xattrs (all namespaces, hex values), as sorted `# file:` blocks. */
 function xattrDump(root: string): string[] {
   const r = spawnSync('getfattr', ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: root, encoding: 'latin1' });
@@ -125,14 +99,14 @@ test('mkcomposefs DIR: the kernel mount (erofs + overlay over the digest store) 
     assert.deepEqual(real, [], `diff -r found differences:\n${real.join('\n')}`);
 
     // 2. lstat fields and hardlink groups
-    const a = walkStats(src);
-    const b = walkStats(mnt);
+    const a = lstatTree(src);
+    const b = lstatTree(mnt);
     assert.deepEqual([...b.keys()].sort(), [...a.keys()].sort());
     const groupsA = new Map<bigint, string[]>();
     const groupsB = new Map<bigint, string[]>();
     for (const [p, ea] of a) {
       const eb = b.get(p)!;
-      const pick = (e: Entry) => ({ type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: e.mtimeNs, rdev: e.rdev, size: e.type === 'dir' ? 0n : e.size, nlink: e.type === 'dir' ? 0n : e.nlink });
+      const pick = (e: StatEntry) => ({ type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: e.mtimeNs, rdev: e.rdev, size: e.type === 'dir' ? 0n : e.size, nlink: e.type === 'dir' ? 0n : e.nlink });
       assert.deepEqual(pick(eb), pick(ea), `stat of ${p}`);
       if (ea.type !== 'dir') {
         (groupsA.get(ea.ino) ?? groupsA.set(ea.ino, []).get(ea.ino)!).push(p);

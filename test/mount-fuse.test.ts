@@ -11,7 +11,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, REPO } from './helpers.js';
+import { CLI, REPO, runCli } from './helpers.js';
 import { pathToFileURL } from 'node:url';
 import { Store } from '../src/store/store.js';
 import { openSource } from '../src/oci/source.js';
@@ -49,11 +49,6 @@ after(() => {
   if (!readMountInfo().some((m) => m.mountpoint.startsWith(work))) rmSync(work, { recursive: true, force: true });
 });
 
-function cfsdist(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 function newMountpoint(name: string): string {
   const mp = join(work, name);
   mkdirSync(mp, { recursive: true });
@@ -69,7 +64,7 @@ function emptyStore(name: string): string {
 }
 
 function mountFuse(mp: string, store: string, extra: string[] = []): number {
-  const r = cfsdist(['mount', 'debian:final', mp, '--store', store, '--fuse', '--json', ...extra]);
+  const r = runCli(['mount', 'debian:final', mp, '--store', store, '--fuse', '--json', ...extra]);
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout) as { pid: number };
   assert.equal(mountAt(mp)?.fstype, 'fuse.cfsdist');
@@ -78,7 +73,7 @@ function mountFuse(mp: string, store: string, extra: string[] = []): number {
 
 function umount(mp: string): void {
   if (mountAt(mp) || existsSync(statePath(mp))) {
-    const r = cfsdist(['umount', mp]);
+    const r = runCli(['umount', mp]);
     assert.equal(r.status, 0, r.stderr);
   }
 }

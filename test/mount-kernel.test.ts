@@ -11,7 +11,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from './helpers.js';
+import { CLI, lstatTree, runCli, type StatEntry } from './helpers.js';
 import { Store } from '../src/store/store.js';
 import { openSource } from '../src/oci/source.js';
 import { importImage } from '../src/oci/import.js';
@@ -51,11 +51,6 @@ after(() => {
   if (!readMountInfo().some((m) => m.mountpoint.startsWith(work))) rmSync(work, { recursive: true, force: true });
 });
 
-function cfsdist(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 function newMountpoint(name: string): string {
   const mp = join(work, name);
   mkdirSync(mp, { recursive: true });
@@ -73,44 +68,19 @@ async function assertClean(mp: string, image = imagePath): Promise<void> {
 
 function umount(mp: string): void {
   if (mountAt(mp) || existsSync(statePath(mp))) {
-    const r = cfsdist(['umount', mp]);
+    const r = runCli(['umount', mp]);
     assert.equal(r.status, 0, r.stderr);
   }
 }
 
-interface Entry {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: bigint;
-  mtimeNs: bigint;
-  rdev: bigint;
-  nlink: bigint;
-  ino: bigint;
-}
-
-function walkStats(root: string): Map<string, Entry> {
-  const out = new Map<string, Entry>();
-  const rec = (rel: string): void => {
-    const p = Buffer.from(root + rel, 'latin1');
-    const st = lstatSync(p, { bigint: true });
-    const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'lnk' : st.isFile() ? 'reg' : st.isFIFO() ? 'fifo' : st.isSocket() ? 'sock' : st.isCharacterDevice() ? 'chr' : 'blk';
-    out.set(rel || '/', { type, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: st.size, mtimeNs: st.mtimeNs, rdev: st.rdev, nlink: st.nlink, ino: st.ino });
-    if (st.isDirectory()) for (const n of readdirSync(p, { encoding: 'buffer' }) as Buffer[]) rec(rel + '/' + n.toString('latin1'));
-  };
-  rec('');
-  return out;
-}
-
 /** Compare lstat fields and hardlink groups of two trees; returns the differences. */
 function compareTrees(want: string, got: string): string[] {
-  const a = walkStats(want);
-  const b = walkStats(got);
+  const a = lstatTree(want);
+  const b = lstatTree(got);
   const diffs: string[] = [];
   for (const p of new Set([...a.keys(), ...b.keys()])) if (!a.has(p) || !b.has(p)) diffs.push(`${p}: only in ${a.has(p) ? want : got}`);
-  const pick = (e: Entry) => ({ type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: e.mtimeNs, rdev: e.rdev, size: e.type === 'dir' ? 0n : e.size, nlink: e.type === 'dir' ? 0n : e.nlink });
-  const groups = (m: Map<string, Entry>) => {
+  const pick = (e: StatEntry) => ({ type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: e.mtimeNs, rdev: e.rdev, size: e.type === 'dir' ? 0n : e.size, nlink: e.type === 'dir' ? 0n : e.nlink });
+  const groups = (m: Map<string, StatEntry>) => {
     const g = new Map<bigint, string[]>();
     for (const [p, e] of m) if (e.type !== 'dir') (g.get(e.ino) ?? g.set(e.ino, []).get(e.ino)!).push(p);
     return [...g.values()].filter((v) => v.length > 1).map((v) => v.sort().join(' ')).sort();
@@ -144,7 +114,7 @@ function diffR(a: string, b: string): string[] {
 test('kernel mount of the merged Debian image equals the umoci unpack oracle, and its programs run', { skip }, async () => {
   const mp = newMountpoint('full');
   try {
-    const r = cfsdist(['mount', 'debian:final', mp, '--store', storeDir, '--no-verity']);
+    const r = runCli(['mount', 'debian:final', mp, '--store', storeDir, '--no-verity']);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /NO fs-verity/);
     const m = mountAt(mp)!;
@@ -159,7 +129,7 @@ test('kernel mount of the merged Debian image equals the umoci unpack oracle, an
     assert.deepEqual(xattrDump(mp), xa);
     assert.equal(execFileSync('chroot', [mp, '/bin/sh', '-c', 'echo $((6*7)); /bin/ls /opt/app/sub'], { encoding: 'utf8' }), '42\nh3\n');
     // The mount refuses a second mount on the same point.
-    const again = cfsdist(['mount', 'debian:final', mp, '--store', storeDir, '--no-verity']);
+    const again = runCli(['mount', 'debian:final', mp, '--store', storeDir, '--no-verity']);
     assert.equal(again.status, 1);
     assert.match(again.stderr, /already has a cfsdist mount/);
   } finally {
@@ -174,7 +144,7 @@ test('lazy lower data: with the objects dir empty, ls -lR and stat succeed and r
   for (const d of ['images', 'tags']) cpSync(join(storeDir, d), join(empty, d), { recursive: true });
   const mp = newMountpoint('lazy');
   try {
-    const r = cfsdist(['mount', 'debian:final', mp, '--store', empty, '--no-verity']);
+    const r = runCli(['mount', 'debian:final', mp, '--store', empty, '--no-verity']);
     assert.equal(r.status, 0, r.stderr);
     const ls = spawnSync('ls', ['-lR', mp], { encoding: 'latin1', maxBuffer: 1 << 26 });
     assert.equal(ls.status, 0, ls.stderr);
@@ -199,7 +169,7 @@ test('without fs-verity the kernel mount is refused unless --no-verity, saying w
   try {
     const probe = spawnSync('fsverity', ['enable', join(storeDir, 'images', readdirSync(join(storeDir, 'images'))[0]!)], { encoding: 'utf8' });
     if (probe.status === 0) return t.skip('this filesystem has fs-verity; the refusal does not apply');
-    const r = cfsdist(['mount', 'debian:final', mp, '--store', storeDir]);
+    const r = runCli(['mount', 'debian:final', mp, '--store', storeDir]);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /fs-verity is not available/);
     assert.match(r.stderr, /does not check object contents/);
@@ -217,7 +187,7 @@ test('--no-verity, documented: an object changed on disk after the pull is serve
   cpSync(storeDir, copy, { recursive: true });
   const mp = newMountpoint('tamper');
   try {
-    const r = cfsdist(['mount', 'debian:final', mp, '--store', copy, '--no-verity']);
+    const r = runCli(['mount', 'debian:final', mp, '--store', copy, '--no-verity']);
     assert.equal(r.status, 0, r.stderr);
     const digest = execFileSync(process.execPath, [CLI, 'digest', join(rootfs, 'opt/app/bin')], { encoding: 'utf8' }).split(/\s+/)[0]!;
     const obj = join(copy, 'objects', digest.slice(0, 2), digest.slice(2));
@@ -242,7 +212,7 @@ test('every fallback path (loop device, staging mount, lowerdir=, mount(8)) moun
   for (const compat of ['', 'loop', 'staging', 'lowerdir', 'loop,staging,lowerdir', 'mount8', 'mount8,lowerdir']) {
     const mp = newMountpoint(`compat-${compat.replace(/,/g, '-') || 'none'}`);
     try {
-      const r = cfsdist(['mount', 'debian:final', mp, '--store', storeDir, '--no-verity', '--json'], { CFSDIST_MOUNT_COMPAT: compat });
+      const r = runCli(['mount', 'debian:final', mp, '--store', storeDir, '--no-verity', '--json'], { CFSDIST_MOUNT_COMPAT: compat });
       assert.equal(r.status, 0, `${compat}: ${r.stderr}`);
       const how = JSON.parse(r.stdout) as { api: string; erofs: string; layers: string };
       seen.add(`${how.api}/${how.erofs}/${how.layers}`);
@@ -298,7 +268,7 @@ test('umount removes everything also after the mounting process was killed half 
       await c.live(mp);
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
-      const r = cfsdist(['umount', mp]);
+      const r = runCli(['umount', mp]);
       assert.equal(r.status, 0, `${c.compat}/${c.step}: ${r.stderr}`);
     } finally {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -312,14 +282,14 @@ test('umount refuses what cfsdist did not mount, and reports what is not mounted
   const mp = newMountpoint('foreign');
   execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', mp]);
   try {
-    const r = cfsdist(['umount', mp]);
+    const r = runCli(['umount', mp]);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /not a cfsdist mount/);
     assert.ok(mountAt(mp), 'the foreign mount is left alone');
   } finally {
     execFileSync('umount', [mp]);
   }
-  const r = cfsdist(['umount', mp]);
+  const r = runCli(['umount', mp]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /is not mounted/);
 });
