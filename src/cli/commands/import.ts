@@ -5,22 +5,12 @@
  */
 import type { Command } from 'commander';
 import { globals, info, inlineMaxArg, out, outJson } from '../context.js';
+import { humanBytes } from '../../client/progress.js';
 
 interface ImportCliOptions {
   platform?: string;
   sync?: boolean;
   inlineMax?: string;
-}
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
 function count(n: number): string {
@@ -67,9 +57,9 @@ export function register(program: Command): void {
         if (g.json) return outJson(result);
         if (!store.objects.verity.supported && store.objects.verity.message) info(g, store.objects.verity.message);
         out(`${name}:${tag}  ${result.image}`);
-        info(g, `  ${r.layers} layer${r.layers === 1 ? '' : 's'}, ${count(r.entries)} entries, ${count(r.files)} files; image ${human(r.imageSize)}`);
+        info(g, `  ${r.layers} layer${r.layers === 1 ? '' : 's'}, ${count(r.entries)} entries, ${count(r.files)} files; image ${humanBytes(r.imageSize)}`);
         info(g, `  ${count(r.inlined)} small file${r.inlined === 1 ? '' : 's'} inline in the image; objects: ${count(r.objects)} referenced; ${count(r.objectsNew)} written, ${count(r.objectsExisting)} already present (deduplicated)`);
-        info(g, `  stored ${human(r.bytesStored)} of ${human(r.bytesContent)} file content in ${r.seconds.toFixed(2)} s`);
+        info(g, `  stored ${humanBytes(r.bytesStored)} of ${humanBytes(r.bytesContent)} file content in ${r.seconds.toFixed(2)} s`);
       } finally {
         bar?.clear();
       }
@@ -95,7 +85,7 @@ class ProgressBar {
     const frac = p.phase !== 'layer' ? 1 : p.totalBytes ? Math.min(1, p.bytes / p.totalBytes) : p.layers ? (p.layer - 1) / p.layers : 0;
     const filled = Math.round(frac * width);
     const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
-    const bytes = this.totalBytes ? `${human(this.bytes)}/${human(this.totalBytes)}` : human(this.bytes);
+    const bytes = this.totalBytes ? `${humanBytes(this.bytes)}/${humanBytes(this.totalBytes)}` : humanBytes(this.bytes);
     const what = p.phase === 'layer' ? `layer ${p.layer}/${p.layers}` : p.phase;
     process.stderr.write(`\r\x1b[K[${bar}] ${Math.round(frac * 100)}% ${bytes}  ${what}  ${count(p.entries)} entries`);
     this.drawn = true;

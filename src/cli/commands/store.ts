@@ -1,21 +1,11 @@
 import type { Command } from 'commander';
 import { globals, info, out, outJson } from '../context.js';
+import { humanBytes } from '../../client/progress.js';
 import { UsageError } from '../../errors.js';
 
 async function openStore(dir: string) {
   const { Store } = await import('../../store/store.js');
   return Store.open(dir);
-}
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
 /** Registers the store maintenance commands: `images`, `fsck [--repair]`, `gc [--dry-run]`. */
@@ -68,7 +58,7 @@ export function register(program: Command): void {
       const running = r.tempFiles.filter((t) => !t.stale).length;
       info(
         g,
-        `fsck: ${r.objects} objects (${human(r.objectBytes)}), ${r.images} images: ${r.ok ? 'ok' : 'PROBLEMS FOUND'}` +
+        `fsck: ${r.objects} objects (${humanBytes(r.objectBytes)}), ${r.images} images: ${r.ok ? 'ok' : 'PROBLEMS FOUND'}` +
           `${running ? `; ${running} write(s) in progress` : ''}`,
       );
     });
@@ -94,7 +84,7 @@ export function register(program: Command): void {
       }
       out(
         `gc: ${verb} ${r.removedImages.length} image(s), ${r.removedObjects.length} object(s), ` +
-          `${r.removedTempFiles.length + r.removedSidecars.length} leftover file(s); ${r.dryRun ? 'would free' : 'freed'} ${human(r.freedBytes)}`,
+          `${r.removedTempFiles.length + r.removedSidecars.length} leftover file(s); ${r.dryRun ? 'would free' : 'freed'} ${humanBytes(r.freedBytes)}`,
       );
       if (r.youngImages || r.youngObjects) {
         info(g, `gc: kept ${r.youngImages} untagged image(s) and ${r.youngObjects} object(s) younger than ${r.graceSeconds} s (--grace)`);
