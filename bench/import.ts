@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 
 import type { BenchRow } from './types.js';
+import { median } from './measure.js';
 export type { BenchRow };
 
 const CACHE = '/var/tmp/cfsdist-test-cache';
@@ -74,10 +75,6 @@ async function quiet(): Promise<void> {
   await new Promise((r) => setTimeout(r, 36_000));
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 /** Child mode: import SPEC into STORE, print {seconds, maxRssMiB, …} as JSON. */
 async function child(spec: string, storeDir: string, sync: boolean): Promise<void> {

@@ -38,3 +38,9 @@ export async function best(n: number, run: () => Promise<RunFigures>): Promise<R
   }
   return b!;
 }
+
+/** The median (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}

@@ -29,6 +29,7 @@ import { RegistryRemote, parseRegistryRef } from '../src/registry/index.js';
 import { registryMissing, signedDebian, startRegistry } from '../test/registry-fixtures.js';
 
 import type { BenchRow } from './types.js';
+import { median } from './measure.js';
 export type { BenchRow };
 
 const SELF = fileURLToPath(import.meta.url);
@@ -37,10 +38,6 @@ const NAME = 'cfsdist/debian';
 /** Rounds of each measurement (medians reported). */
 const ROUNDS = 3;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 function sh(cmd: string, args: string[]): number {
   const t0 = performance.now();

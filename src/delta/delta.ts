@@ -84,17 +84,14 @@ function imageLines(image: Buffer, name: string): DeltaLines {
   return { lines, contents };
 }
 
-/** A line and (the SHA-256 of) its content as one map key. */
-function lineKey(line: Buffer, content: Buffer | undefined): string {
-  return content ? `${line.toString('latin1')}\n${sha256(content).toString('latin1')}` : line.toString('latin1');
+/** A line and its content's SHA-256 (latin1, from contentSums) as one map key. */
+function lineKey(line: Buffer, sum: string | undefined): string {
+  return sum === undefined ? line.toString('latin1') : `${line.toString('latin1')}\n${sum}`;
 }
 
-function sha256(b: Buffer): Buffer {
-  return createHash('sha256').update(b).digest();
-}
-
-function sameContent(a: Buffer | undefined, b: Buffer | undefined): boolean {
-  return a === undefined ? b === undefined : b !== undefined && a.equals(b);
+/** The SHA-256 (as a latin1 string) of each line's content, undefined where it has none. */
+function contentSums(d: DeltaLines): (string | undefined)[] {
+  return d.contents.map((c) => (c ? createHash('sha256').update(c).digest('binary') : undefined));
 }
 
 class Writer {
@@ -161,12 +158,14 @@ export interface DeltaInfo {
 export function computeDelta(base: Buffer, target: Buffer): Buffer | undefined {
   const b = imageLines(base, 'base image');
   const t = imageLines(target, 'target image');
+  const bSums = contentSums(b);
+  const tSums = contentSums(t);
   const index = new Map<string, number>();
   const byContent = new Map<string, number>(); // SHA-256 (latin1) → a base line with it
   b.lines.forEach((l, i) => {
-    const c = b.contents[i];
-    index.set(lineKey(l, c), i);
-    if (c) byContent.set(sha256(c).toString('latin1'), i);
+    const sum = bSums[i];
+    index.set(lineKey(l, sum), i);
+    if (sum !== undefined) byContent.set(sum, i);
   });
   const w = new Writer();
   w.bytes(MAGIC);
@@ -175,13 +174,13 @@ export function computeDelta(base: Buffer, target: Buffer): Buffer | undefined {
   w.bytes(targetDigest);
   const version = target.readUInt32LE(CFS_HDR.composefsVersion);
   w.varint(version);
-  const keys = t.lines.map((l, i) => lineKey(l, t.contents[i]));
+  const keys = t.lines.map((l, i) => lineKey(l, tSums[i]));
   let i = 0;
   while (i < t.lines.length) {
     const at = index.get(keys[i]!);
     if (at !== undefined) {
       let n = 1;
-      while (i + n < t.lines.length && at + n < b.lines.length && b.lines[at + n]!.equals(t.lines[i + n]!) && sameContent(b.contents[at + n], t.contents[i + n])) n++;
+      while (i + n < t.lines.length && at + n < b.lines.length && b.lines[at + n]!.equals(t.lines[i + n]!) && bSums[at + n] === tSums[i + n]) n++;
       w.varint(0);
       w.varint(at);
       w.varint(n);
@@ -195,7 +194,7 @@ export function computeDelta(base: Buffer, target: Buffer): Buffer | undefined {
         w.varint(t.lines[k]!.length);
         w.bytes(t.lines[k]!);
         const c = t.contents[k];
-        const same = c ? byContent.get(sha256(c).toString('latin1')) : undefined;
+        const same = c ? byContent.get(tSums[k]!) : undefined;
         if (!c) w.varint(0);
         else if (same !== undefined) {
           w.varint(2);
