@@ -127,6 +127,12 @@ export class Ingest {
     active.delete(this.dir);
   }
 
+  /** True if objects written here get fs-verity enabled (then they go through ObjectDir's
+   * temporary file, enable, rename; else they are written in place). */
+  async usesVerity(): Promise<boolean> {
+    return this.objects.verity.supported !== false && (await this.objects.verity.probe());
+  }
+
   /** Check a small object held in memory: content whose digest is not `digest` is refused
    * (DigestMismatchError). */
   verifySmall(digest: Buffer, data: Buffer, where: string): void {
@@ -143,7 +149,7 @@ export class Ingest {
    * rename).
    */
   async writeSmall(digest: Buffer, data: Buffer): Promise<void> {
-    if (this.objects.verity.supported !== false && (await this.objects.verity.probe())) {
+    if (await this.usesVerity()) {
       await this.objects.addBuffer(data, { expected: digest });
       return;
     }

@@ -10,8 +10,10 @@
  *  4. Plan: objects already in the store, objects verified by an earlier interrupted pull
  *     (ingest.ts), objects to fetch.
  *  5. Fetch the missing objects concurrently — large ones one per request, small ones in
- *     packs — each streamed to a temporary file while its digest is computed and renamed into
- *     the ingest area only if digest and size match.
+ *     packs. A remote that hands out compressed units (fetchPacked, unpack.ts) has each unit
+ *     decompressed, hashed, checked and written on worker threads; otherwise small objects
+ *     are checked in memory, and large ones streamed to a temporary file while their digest
+ *     is computed and renamed into the ingest area only if digest and size match.
  *  6. Commit, only when every object is verified: objects into STORE/objects, the image, then
  *     the tag, then the statement and the rollback floor. A failure anywhere before leaves
  *     the store's objects, images and tags as they were.
@@ -33,7 +35,9 @@ import { checkVersion, verifyStatement } from '../sign/statement.js';
 import type { ImageStatement } from '../sign/statement.js';
 import { Ingest } from './ingest.js';
 import { PullError } from './errors.js';
-import type { Remote, WireStats } from './remote.js';
+import type { FetchedObject, Remote, WireStats } from './remote.js';
+import { UnpackPool, isUnit, unitBytes, unitCount } from './unpack.js';
+import type { PackedUnit } from './unpack.js';
 import type { Inode } from '../tree/tree.js';
 
 /** Progress of a pull. */
@@ -435,38 +439,68 @@ async function fetchAll(opts: PullOptions, ingest: Ingest, objs: ObjectRef[], pr
     writes.add(w);
     void w.finally(() => writes.delete(w));
   };
+  /** One object arriving as a stream of bytes (remotes without units, large objects). */
+  const receive = async (o: FetchedObject): Promise<void> => {
+    const hex = toHex(o.digest);
+    async function* counted(): AsyncGenerator<Buffer> {
+      for await (const c of o.body) {
+        progress.bytesDone += c.length;
+        yield c;
+      }
+    }
+    try {
+      if (o.size <= SMALL_OBJECT) {
+        // Small: whole in memory (the remote bounds it to o.size), verified, then written.
+        const parts: Buffer[] = [];
+        for await (const c of counted()) parts.push(c);
+        const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+        ingest.verifySmall(o.digest, data, `object ${hex} from ${opts.remote.location}`);
+        await writeSmall(o.digest, data, hex);
+        return;
+      }
+      await ingest.objects.addStream(counted(), { expected: o.digest, size: o.size });
+    } catch (err) {
+      throw corrupt(err, hex);
+    }
+    done();
+  };
+  // Units (unpack.ts) go to the worker threads, at most two per thread at once; the lanes go
+  // on fetching meanwhile.
+  const pool = opts.remote.fetchPacked && !(await ingest.usesVerity()) ? new UnpackPool(ingest.objects.dir) : undefined;
+  const units = new Set<Promise<void>>();
+  const unpack = async (u: PackedUnit): Promise<void> => {
+    while (units.size >= 2 * pool!.size) await Promise.race(units);
+    const count = unitCount(u);
+    const bytes = unitBytes(u);
+    const w: Promise<void> = pool!.run(u).then(() => {
+      progress.bytesDone += bytes;
+      progress.objectsDone += count - 1;
+      done();
+    }, fail);
+    units.add(w);
+    void w.finally(() => units.delete(w));
+  };
   const worker = async (): Promise<void> => {
     while (next < batches.length && !ac.signal.aborted) {
       const batch = batches[next++]!;
-      for await (const o of opts.remote.fetchObjects(batch, ac.signal)) {
-        const hex = toHex(o.digest);
-        async function* counted(): AsyncGenerator<Buffer> {
-          for await (const c of o.body) {
-            progress.bytesDone += c.length;
-            yield c;
-          }
+      if (pool) {
+        for await (const u of opts.remote.fetchPacked!(batch, ac.signal)) {
+          if (isUnit(u)) await unpack(u);
+          else await receive(u);
         }
-        try {
-          if (o.size <= SMALL_OBJECT) {
-            // Small: whole in memory (the remote bounds it to o.size), verified, then written.
-            const parts: Buffer[] = [];
-            for await (const c of counted()) parts.push(c);
-            const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-            ingest.verifySmall(o.digest, data, `object ${hex} from ${opts.remote.location}`);
-            await writeSmall(o.digest, data, hex);
-            continue;
-          }
-          await ingest.objects.addStream(counted(), { expected: o.digest, size: o.size });
-        } catch (err) {
-          throw corrupt(err, hex);
-        }
-        done();
+      } else {
+        for await (const o of opts.remote.fetchObjects(batch, ac.signal)) await receive(o);
       }
     }
   };
   const n = Math.max(1, Math.min(opts.concurrency ?? 4, batches.length));
-  await Promise.all(Array.from({ length: n }, () => worker().catch(fail)));
-  await Promise.all(writes);
+  try {
+    await Promise.all(Array.from({ length: n }, () => worker().catch(fail)));
+    await Promise.all(writes);
+    await Promise.all(units);
+  } finally {
+    await pool?.close();
+  }
   opts.signal?.removeEventListener('abort', onOuterAbort);
   if (first !== undefined) throw first;
   report();

@@ -6,6 +6,7 @@
 import type { ObjectRef } from '../sign/image-facts.js';
 import { parseRef } from '../store/names.js';
 import { PullError } from './errors.js';
+import type { PackedOrStream } from './unpack.js';
 
 /** One object arriving from a remote; `body` yields exactly `size` bytes and must be consumed
  * (or destroyed) before the next object is asked for. Its digest is NOT verified yet. */
@@ -42,6 +43,10 @@ export interface Remote {
   has(digests: Buffer[]): Promise<boolean[]>;
   /** The objects, in any order, each exactly its size; every one of them, or an error. */
   fetchObjects(objects: ObjectRef[], signal?: AbortSignal): AsyncIterable<FetchedObject>;
+  /** The same objects as compressed units as received (unpack.ts), so that the pull can
+   * decompress, verify and write them on worker threads; objects too large to hold whole come
+   * as streams. Optional: without it the pull uses fetchObjects. */
+  fetchPacked?(objects: ObjectRef[], signal?: AbortSignal): AsyncIterable<PackedOrStream>;
   /** Bytes moved so far. */
   stats(): WireStats;
   /** Release connections. */

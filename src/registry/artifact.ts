@@ -233,15 +233,6 @@ export async function buildPack(objs: PackInput[]): Promise<{ bytes: Buffer; ent
   return { bytes: Buffer.concat(compressed), entries };
 }
 
-/** Decompress one frame (at most MAX_FRAME bytes out). */
-export async function inflateFrame(frame: Buffer, where: string): Promise<Buffer> {
-  try {
-    return await gunzipP(frame, { maxOutputLength: MAX_FRAME });
-  } catch (err) {
-    throw new RegistryError('BAD_FRAME', `${where}: frame does not decompress: ${(err as Error).message}`);
-  }
-}
-
 /** gzip a buffer (async, thread pool). */
 export function gzipAsync(data: Buffer, level = 6): Promise<Buffer> {
   return gzipP(data, { level });

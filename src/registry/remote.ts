@@ -24,11 +24,13 @@ import { parseStatementPayload } from '../sign/statement.js';
 import { decoder, haveZstd } from '../server/compress.js';
 import { TransportError } from '../client/errors.js';
 import type { FetchedObject, OutgoingObject, PushTarget, WireStats } from '../client/remote.js';
+import { isUnit, unpackInline } from '../client/unpack.js';
+import type { PackedOrStream, PackedUnit } from '../client/unpack.js';
 import { toHex } from '../verity/digest.js';
 import {
   ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
   LARGE_OBJECT, MAX_FRAME, MT_CONFIG, MT_DSSE, MT_EMPTY, MT_EROFS, MT_INDEX, MT_MANIFEST, MT_OBJECT, MT_OBJECT_INDEX, MT_PACK, MT_PKCS7,
-  buildPack, decodeIndex, encodeIndex, gzipAsync, inflateFrame,
+  buildPack, decodeIndex, encodeIndex, gzipAsync,
 } from './artifact.js';
 import type { IndexBlob, ObjectLocation, PackInput } from './artifact.js';
 import { MANIFEST_TYPES, RegistryClient } from './client.js';
@@ -61,6 +63,8 @@ const WHOLE_OBJECT = 64 << 20;
 const RANGE_GAP = 64 << 10;
 /** Largest Range request. */
 const RANGE_MAX = 16 << 20;
+/** Single-object blobs up to this size are fetched whole as one unit (larger ones stream). */
+const WHOLE_UNIT = 16 << 20;
 
 function sha256(b: Buffer): string {
   return `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -242,6 +246,16 @@ export class RegistryRemote implements PushTarget {
   }
 
   async *fetchObjects(objects: ObjectRef[], signal?: AbortSignal): AsyncGenerator<FetchedObject> {
+    for await (const u of this.fetchPacked(objects, signal)) {
+      if (isUnit(u)) yield* unpackInline(u);
+      else yield u;
+    }
+  }
+
+  /** The objects as units (client/unpack.ts): a single-object blob of at most WHOLE_UNIT bytes
+   * is one unit, a larger one a stream; pack frames come with one Range request per run of
+   * neighbouring frames. */
+  async *fetchPacked(objects: ObjectRef[], signal?: AbortSignal): AsyncGenerator<PackedOrStream> {
     if (objects.length === 0) return;
     const index = await this.loadIndex();
     const groups = new Map<string, { blob: IndexBlob; locs: ObjectLocation[] }>();
@@ -260,17 +274,22 @@ export class RegistryRemote implements PushTarget {
           const hex = toHex(l.digest);
           const what = `object ${hex} (blob ${blob.digest}) from ${this.where}`;
           const r = await this.client.getBlob(this.repo, blob.digest, { signal });
-          yield { digest: l.digest, size: l.size, body: decoded(r.body({ exact: blob.size, what }), blob.encoding, l.size, what) };
+          const body = r.body({ exact: blob.size, what });
+          if (blob.size <= WHOLE_UNIT) {
+            const parts: Buffer[] = [];
+            for await (const c of body) parts.push(c);
+            const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+            yield { data, encoding: blob.encoding, frames: [{ off: 0, len: data.length, maxOut: l.size, what, objects: [{ digest: l.digest, size: l.size, at: 0 }] }] };
+          } else yield { digest: l.digest, size: l.size, body: decoded(body, blob.encoding, l.size, what) };
         }
         continue;
       }
-      yield* this.fromPack(blob, locs, signal);
+      yield* this.packUnits(blob, locs, signal);
     }
   }
 
-  /** Objects of one pack: frames fetched with Range requests (neighbours merged), each
-   * decompressed alone. */
-  private async *fromPack(blob: IndexBlob, locs: ObjectLocation[], signal?: AbortSignal): AsyncGenerator<FetchedObject> {
+  /** Units of one pack: frames fetched with Range requests (neighbours merged). */
+  private async *packUnits(blob: IndexBlob, locs: ObjectLocation[], signal?: AbortSignal): AsyncGenerator<PackedUnit> {
     const frames = new Map<number, { off: number; len: number; locs: ObjectLocation[] }>();
     for (const l of locs) {
       if (l.frameLength > MAX_FRAME) throw new RegistryError('BAD_INDEX', `pack ${blob.digest} of ${this.where}: frame of ${l.frameLength} bytes`);
@@ -303,15 +322,17 @@ export class RegistryRemote implements PushTarget {
         base = 0;
       }
       if (data.length < rg.end - base) throw new TransportError('TRUNCATED', `${what}: ${data.length} bytes`);
-      const inflated = await Promise.all(rg.frames.map((f) => inflateFrame(data.subarray(f.off - base, f.off - base + f.len), `${what} (frame at ${f.off})`)));
-      for (let i = 0; i < rg.frames.length; i++) {
-        const frame = inflated[i]!;
-        for (const l of rg.frames[i]!.locs) {
-          if (l.offsetInFrame + l.size > frame.length) throw new RegistryError('BAD_INDEX', `object ${toHex(l.digest)}: past the end of its frame in pack ${blob.digest} of ${this.where}`);
-          const bytes = frame.subarray(l.offsetInFrame, l.offsetInFrame + l.size);
-          yield { digest: l.digest, size: l.size, body: (async function* () { yield bytes; })() };
-        }
-      }
+      yield {
+        data,
+        encoding: blob.encoding,
+        frames: rg.frames.map((f) => ({
+          off: f.off - base,
+          len: f.len,
+          maxOut: MAX_FRAME,
+          what: `${what} (frame at ${f.off})`,
+          objects: f.locs.map((l) => ({ digest: l.digest, size: l.size, at: l.offsetInFrame })),
+        })),
+      };
     }
   }
 
