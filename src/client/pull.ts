@@ -126,6 +126,10 @@ const SMALL_OBJECT = 256 * 1024;
  * writes overlap with each other and with receiving and inflating). */
 const SMALL_WRITES = 16;
 
+/** A fetch of at least this many objects or bytes is unpacked on worker threads. */
+const POOL_MIN_OBJECTS = 256;
+const POOL_MIN_BYTES = 4 << 20;
+
 /** Sum of sizes. */
 function amount(objs: ObjectRef[]): Amount {
   let bytes = 0;
@@ -282,6 +286,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       const got = fsverityDigest(imageBytes);
       if (!got.equals(image)) throw new PullError('IMAGE_MISMATCH', `image from ${remote.location}: fs-verity digest ${toHex(got)}, but the signed statement names ${s.image}`);
     } else {
+      remote.prepareFetch?.();
       ingest = await Ingest.open(store, image);
       imageBytes = await readFile(ingest.imagePath).catch(() => Buffer.alloc(0));
       // Verified: an earlier attempt's image in the ingest area, or one a delta rebuilt (which
@@ -464,9 +469,12 @@ async function fetchAll(opts: PullOptions, ingest: Ingest, objs: ObjectRef[], pr
     }
     done();
   };
-  // Units (unpack.ts) go to the worker threads, at most two per thread at once; the lanes go
-  // on fetching meanwhile.
-  const pool = opts.remote.fetchPacked && !(await ingest.usesVerity()) ? new UnpackPool(ingest.objects.dir) : undefined;
+  // Units (unpack.ts) go to worker threads, at most two per thread at once; the lanes go on
+  // fetching meanwhile. Starting a thread costs ~20 ms of CPU, so a small fetch (an update)
+  // stays on this thread, and a mid-sized one gets one worker.
+  const total = amount(objs).bytes;
+  const usePool = opts.remote.fetchPacked !== undefined && (objs.length >= POOL_MIN_OBJECTS || total >= POOL_MIN_BYTES) && !(await ingest.usesVerity());
+  const pool = usePool ? new UnpackPool(ingest.objects.dir, total >= 4 * POOL_MIN_BYTES ? undefined : 1) : undefined;
   const units = new Set<Promise<void>>();
   const unpack = async (u: PackedUnit): Promise<void> => {
     while (units.size >= 2 * pool!.size) await Promise.race(units);

@@ -41,6 +41,9 @@ export interface Remote {
   getDelta?(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined>;
   /** For each digest, whether the remote has that object (one round trip per 256 Ki digests). */
   has(digests: Buffer[]): Promise<boolean[]>;
+  /** A hint, given while the image is being fetched, that objects of the statement's image will
+   * probably be fetched next: the remote may start loading what it needs to place them. */
+  prepareFetch?(): void;
   /** The objects, in any order, each exactly its size; every one of them, or an error. */
   fetchObjects(objects: ObjectRef[], signal?: AbortSignal): AsyncIterable<FetchedObject>;
   /** The same objects as compressed units as received (unpack.ts), so that the pull can

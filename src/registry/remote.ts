@@ -245,6 +245,10 @@ export class RegistryRemote implements PushTarget {
     return this.index.map;
   }
 
+  prepareFetch(): void {
+    if (this.current) void this.loadIndex().catch(() => undefined);
+  }
+
   async *fetchObjects(objects: ObjectRef[], signal?: AbortSignal): AsyncGenerator<FetchedObject> {
     for await (const u of this.fetchPacked(objects, signal)) {
       if (isUnit(u)) yield* unpackInline(u);
