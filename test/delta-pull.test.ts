@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -79,7 +79,7 @@ test('pull uses a delta from the local previous version; bad deltas fall back to
     proc = s.proc;
     const ref = `${s.url}/app:latest`;
     // clients holding v1: one reference (no delta), one per case
-    const clients = ['plain', 'delta', 'tampered', 'wrongbase', 'mismatch'].map((n) => join(work, `client-${n}`));
+    const clients = ['plain', 'delta', 'tampered', 'wrongbase', 'mismatch', 'zpatchbad'].map((n) => join(work, `client-${n}`));
     for (const c of clients) ok(['--store', c, '--quiet', 'pull', ref, '--trust', `${key}.pub`]);
 
     makeTree(src, 2);
@@ -104,12 +104,30 @@ test('pull uses a delta from the local previous version; bad deltas fall back to
 
     // with the delta
     const viaDelta = JSON.parse(ok(['--store', clients[1]!, '--json', '--quiet', 'pull', ref, '--trust', `${key}.pub`])) as { delta: { base: string; bytes: number }; bytes: { image: number } };
+    // where zstd is installed, sign also made a binary delta, and the client prefers it
+    const zpatchFile = join(server, 'deltas', `${v1}-${v2}.zpatch`);
+    const zpatch = existsSync(zpatchFile) ? readFileSync(zpatchFile) : undefined;
     assert.equal(viaDelta.delta.base, v1);
-    assert.equal(viaDelta.bytes.image, good.length);
+    assert.equal(viaDelta.bytes.image, zpatch ? zpatch.length : good.length);
     assert.ok(good.length < fullImage.length / 5, `delta ${good.length} B vs image ${fullImage.length} B`);
     assert.ok(readFileSync(join(clients[1]!, 'images', v2)).equals(fullImage), 'rebuilt image is byte-identical');
     assert.equal(storeState(clients[1]!), expected);
-    t.diagnostic(`image ${fullImage.length} B moved as a ${good.length} B delta`);
+    t.diagnostic(`image ${fullImage.length} B moved as a ${viaDelta.bytes.image} B delta (tree delta ${good.length} B, zpatch ${zpatch?.length ?? 'not made: no zstd'} B)`);
+
+    if (zpatch) {
+      // a damaged zpatch: the client falls back to the tree delta, with a notice
+      const zbad = Buffer.from(zpatch);
+      zbad[zbad.length >> 1] ^= 0x40;
+      writeFileSync(zpatchFile, zbad);
+      const r = cli(['--store', clients[5]!, '--json', 'pull', ref, '--trust', `${key}.pub`]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /notice: .*binary delta .* unusable .*trying the tree delta/);
+      const j = JSON.parse(r.stdout) as { delta?: { bytes: number }; bytes: { image: number } };
+      assert.equal(j.bytes.image, good.length, 'the tree delta was used');
+      assert.equal(storeState(clients[5]!), expected);
+      // the tree-delta cases below run without a zpatch
+      rmSync(zpatchFile);
+    } else t.diagnostic('zstd not installed: no binary delta to test');
 
     // bad deltas: each falls back to the full image, with a notice, same final store
     const tampered = Buffer.from(good);
@@ -134,6 +152,7 @@ test('pull uses a delta from the local previous version; bad deltas fall back to
       assert.equal(storeState(clients[2 + i]!), expected, `${name}: store as after a normal pull`);
     }
     writeFileSync(deltaFile, good);
+    if (zpatch) writeFileSync(zpatchFile, zpatch);
     for (const c of clients) ok(['--store', c, 'fsck']); // exit 0: every object and image verified
   } finally {
     proc?.kill('SIGTERM');

@@ -12,7 +12,7 @@ import { encodingsFor } from '../server/compress.js';
 import { API, MAX_QUERY_DIGESTS, decodeBitmap, digestList, frameHeader, readPack, trailer } from '../server/protocol.js';
 import { MAX_ENVELOPE_BYTES } from '../sign/dsse.js';
 import { HttpClient } from './http.js';
-import type { FetchedObject, OutgoingObject, PushTarget, WireStats } from './remote.js';
+import type { DeltaKind, FetchedObject, OutgoingObject, PushTarget, WireStats } from './remote.js';
 import { TransportError } from './errors.js';
 
 /** Options of an HttpRemote. */
@@ -88,8 +88,8 @@ export class HttpRemote implements PushTarget {
     return r.buffer(64 * 1024);
   }
 
-  async getDelta(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined> {
-    const r = await this.req('GET', `${API}/deltas/${toHex(base)}/${toHex(target)}`, { compressed: false });
+  async getDelta(base: Buffer, target: Buffer, maxBytes: number, kind: DeltaKind = 'tree'): Promise<Buffer | undefined> {
+    const r = await this.req('GET', `${API}/deltas/${toHex(base)}/${toHex(target)}${kind === 'zpatch' ? '/zpatch' : ''}`, { compressed: false });
     if (r.status === 404) {
       await r.buffer(64 * 1024).catch(() => undefined);
       return undefined;

@@ -35,7 +35,7 @@ import { checkVersion, verifyStatement } from '../sign/statement.js';
 import type { ImageStatement } from '../sign/statement.js';
 import { Ingest } from './ingest.js';
 import { PullError } from './errors.js';
-import type { FetchedObject, Remote, WireStats } from './remote.js';
+import type { DeltaKind, FetchedObject, Remote, WireStats } from './remote.js';
 import { UnpackPool, isUnit, unitBytes, unitCount } from './unpack.js';
 import type { PackedUnit } from './unpack.js';
 import type { Inode } from '../tree/tree.js';
@@ -210,34 +210,44 @@ async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
 
 /**
  * A metadata delta to `image` from a local image of the same name (the tag's current image
- * first), rebuilt and checked against the signed digest. Any failure — no delta, a corrupt or
- * mismatching one, one for another base — is a one-line notice and undefined: the caller then
- * fetches the full image, so a delta can never fail a pull.
+ * first), rebuilt and checked against the signed digest: the binary zpatch where the `zstd` tool
+ * is installed (one decoder pass), else the tree delta (which also gives the tree). Any failure
+ * — no delta, a corrupt or mismatching one, one for another base — is a one-line notice and the
+ * next kind, then undefined: the caller then fetches the full image, so a delta can never fail
+ * a pull.
  */
-async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; tree: Inode; base: Buffer; bytes: number } | undefined> {
+async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; tree?: Inode; base: Buffer; bytes: number } | undefined> {
   const { store, remote, name, tag } = opts;
   if (!remote.getDelta) return undefined;
   const bases: Buffer[] = [];
   const current = await store.getTag(name, tag);
   if (current) bases.push(current);
   for (const t of await store.listTags()) if (t.name === name && !bases.some((b) => b.equals(t.image))) bases.push(t.image);
+  const { zpatchAvailable } = await import('../delta/zpatch.js');
+  const kinds: DeltaKind[] = zpatchAvailable() ? ['zpatch', 'tree'] : ['tree'];
   for (const base of bases.slice(0, 3)) {
     if (base.equals(image) || !(await store.hasImage(base))) continue;
-    let delta: Buffer | undefined;
-    try {
-      delta = await remote.getDelta(base, image, imageSize + (1 << 20));
-    } catch (err) {
-      opts.onNotice?.(`${where}: delta unavailable (${(err as Error).message}); fetching the full image`);
-      return undefined;
-    }
-    if (!delta) continue;
-    try {
-      const { applyDeltaTree } = await import('../delta/delta.js');
-      const baseBytes = await readFile(store.imagePath(base));
-      return { ...applyDeltaTree(baseBytes, delta, image), base, bytes: delta.length };
-    } catch (err) {
-      opts.onNotice?.(`${where}: delta from ${toHex(base).slice(0, 12)}… unusable (${(err as Error).message}); fetching the full image`);
-      return undefined;
+    for (const kind of kinds) {
+      let delta: Buffer | undefined;
+      try {
+        delta = await remote.getDelta(base, image, imageSize + (1 << 20), kind);
+      } catch (err) {
+        opts.onNotice?.(`${where}: delta unavailable (${(err as Error).message}); fetching the full image`);
+        return undefined;
+      }
+      if (!delta) continue;
+      try {
+        if (kind === 'zpatch') {
+          const { applyZpatch } = await import('../delta/zpatch.js');
+          return { image: await applyZpatch(store.imagePath(base), delta, imageSize, image), base, bytes: delta.length };
+        }
+        const { applyDeltaTree } = await import('../delta/delta.js');
+        const baseBytes = await readFile(store.imagePath(base));
+        return { ...applyDeltaTree(baseBytes, delta, image), base, bytes: delta.length };
+      } catch (err) {
+        opts.onNotice?.(`${where}: ${kind === 'zpatch' ? 'binary delta' : 'delta'} from ${toHex(base).slice(0, 12)}… unusable (${(err as Error).message}); ${kind === 'zpatch' ? 'trying the tree delta' : 'fetching the full image'}`);
+        if (kind === 'tree') return undefined;
+      }
     }
   }
   return undefined;

@@ -102,10 +102,10 @@ export async function push(opts: PushOptions): Promise<PushSummary> {
   if (target.putDelta) {
     // deltas this store made to the image (sign does), so the remote's clients can update by delta
     const dir = join(store.dir, 'deltas');
-    const suffix = `-${toHex(image)}.delta`;
     for (const f of await readdir(dir).catch(() => [] as string[])) {
-      if (!f.endsWith(suffix) || !/^[0-9a-f]{64}-/.test(f)) continue;
-      await target.putDelta(fromHex(f.slice(0, 64)), image, await readFile(join(dir, f)));
+      const kind = f.endsWith(`-${toHex(image)}.delta`) ? 'tree' : f.endsWith(`-${toHex(image)}.zpatch`) ? 'zpatch' : undefined;
+      if (!kind || !/^[0-9a-f]{64}-/.test(f)) continue;
+      await target.putDelta(fromHex(f.slice(0, 64)), image, await readFile(join(dir, f)), kind);
     }
   }
   await target.putStatement(name, tag, envelope);

@@ -16,6 +16,10 @@ export interface FetchedObject {
   body: AsyncIterable<Buffer> & { destroy?(): void };
 }
 
+/** Kinds of metadata delta: the tree delta (src/delta/delta.ts) and the zstd binary patch
+ * (src/delta/zpatch.ts). */
+export type DeltaKind = 'tree' | 'zpatch';
+
 /** Byte counters of a transport. */
 export interface WireStats {
   /** Bytes received (headers included where known). */
@@ -36,9 +40,10 @@ export interface Remote {
   getImage(digest: Buffer, size: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   /** The kernel fs-verity signature of an image, if the remote has one. */
   getFsveritySignature(digest: Buffer): Promise<Buffer | undefined>;
-  /** A metadata delta from image `base` to image `target` (src/delta), if the remote has one;
-   * at most `maxBytes`. Not trusted: the client checks what it rebuilds against the statement. */
-  getDelta?(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined>;
+  /** A metadata delta of `kind` (default 'tree') from image `base` to image `target`
+   * (src/delta), if the remote has one; at most `maxBytes`. Not trusted: the client checks what
+   * it rebuilds against the statement. */
+  getDelta?(base: Buffer, target: Buffer, maxBytes: number, kind?: DeltaKind): Promise<Buffer | undefined>;
   /** For each digest, whether the remote has that object (one round trip per 256 Ki digests). */
   has(digests: Buffer[]): Promise<boolean[]>;
   /** A hint, given while the image is being fetched, that objects of the statement's image will
@@ -73,7 +78,7 @@ export interface PushTarget extends Remote {
   putFsveritySignature(digest: Buffer, der: Buffer): Promise<void>;
   /** Upload a metadata delta from image `base` to image `target` (before the statement that
    * names `target`), where the remote can carry deltas. */
-  putDelta?(base: Buffer, target: Buffer, delta: Buffer): Promise<void>;
+  putDelta?(base: Buffer, target: Buffer, delta: Buffer, kind?: DeltaKind): Promise<void>;
   /** Upload a statement; this moves the remote's tag. */
   putStatement(name: string, tag: string, envelope: Buffer): Promise<void>;
 }

@@ -12,13 +12,16 @@ import { parseEnvelope } from '../sign/dsse.js';
 import { parseStatementPayload } from '../sign/statement.js';
 import { fromHex, toHex } from '../verity/digest.js';
 import { computeDelta } from './delta.js';
+import { makeZpatch } from './zpatch.js';
+import type { DeltaKind } from '../client/remote.js';
 
 /** How many earlier versions of a tag get a delta to the newest one, by default. */
 export const DEFAULT_DELTA_BASES = 3;
 
-/** Where the delta from `base` to `target` lives. */
-export function deltaPath(store: Store, base: Buffer, target: Buffer): string {
-  return join(store.dir, 'deltas', `${toHex(base)}-${toHex(target)}.delta`);
+/** Where the delta from `base` to `target` lives (a tree delta, or with `kind` 'zpatch' the
+ * binary one of zpatch.ts, `….zpatch`). */
+export function deltaPath(store: Store, base: Buffer, target: Buffer, kind: DeltaKind = 'tree'): string {
+  return join(store.dir, 'deltas', `${toHex(base)}-${toHex(target)}.${kind === 'zpatch' ? 'zpatch' : 'delta'}`);
 }
 
 /** What `makeDeltas` made. */
@@ -27,6 +30,8 @@ export interface DeltaMade {
   target: string;
   bytes: number;
   imageBytes: number;
+  /** Size of the zpatch made beside it (where the zstd tool is installed). */
+  zpatchBytes?: number;
 }
 
 /**
@@ -62,15 +67,22 @@ export async function makeDeltas(store: Store, name: string, tag: string, target
   if (!bases.length) return made;
   const targetBytes = await readFile(store.imagePath(target));
   await mkdir(join(store.dir, 'deltas'), { recursive: true });
+  const put = async (path: string, bytes: Buffer): Promise<void> => {
+    const tmp = `${path}.${process.pid}.tmp`;
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+  };
   for (const base of bases) {
     const path = deltaPath(store, base, target);
+    const zpath = deltaPath(store, base, target, 'zpatch');
     if (existsSync(path)) continue;
-    const delta = computeDelta(await readFile(store.imagePath(base)), targetBytes);
+    const baseBytes = await readFile(store.imagePath(base));
+    const delta = computeDelta(baseBytes, targetBytes);
     if (!delta) continue; // not reproducible from a dumpfile: clients fetch the full image
-    const tmp = `${path}.${process.pid}.tmp`;
-    await writeFile(tmp, delta);
-    await rename(tmp, path);
-    made.push({ base: toHex(base), target: toHex(target), bytes: delta.length, imageBytes: targetBytes.length });
+    const zpatch = makeZpatch(store.imagePath(base), baseBytes.length, targetBytes);
+    if (zpatch) await put(zpath, zpatch);
+    await put(path, delta);
+    made.push({ base: toHex(base), target: toHex(target), bytes: delta.length, imageBytes: targetBytes.length, ...(zpatch ? { zpatchBytes: zpatch.length } : {}) });
   }
   return made;
 }

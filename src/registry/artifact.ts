@@ -76,6 +76,8 @@ export const EMPTY_JSON = Buffer.from('{}');
 export const ANN_FSVERITY = 'dev.cfsdist.fsverity';
 /** Media type of a metadata delta layer (src/delta: Brotli inside). */
 export const MT_DELTA = 'application/vnd.cfsdist.delta.v1';
+/** Media type of a binary delta layer (src/delta/zpatch.ts: `zstd --patch-from`), same annotations. */
+export const MT_DELTA_ZPATCH = 'application/vnd.cfsdist.delta.zpatch.v1+zstd';
 /** Annotations of a delta layer: the fs-verity digests (hex) of its base and target images. */
 export const ANN_DELTA_BASE = 'dev.cfsdist.delta.base';
 export const ANN_DELTA_TARGET = 'dev.cfsdist.delta.target';

@@ -23,12 +23,12 @@ import { MAX_ENVELOPE_BYTES, parseEnvelope } from '../sign/dsse.js';
 import { parseStatementPayload } from '../sign/statement.js';
 import { decoder, haveZstd } from '../server/compress.js';
 import { TransportError } from '../client/errors.js';
-import type { FetchedObject, OutgoingObject, PushTarget, WireStats } from '../client/remote.js';
+import type { DeltaKind, FetchedObject, OutgoingObject, PushTarget, WireStats } from '../client/remote.js';
 import { isUnit, unpackInline } from '../client/unpack.js';
 import type { PackedOrStream, PackedUnit } from '../client/unpack.js';
 import { toHex } from '../verity/digest.js';
 import {
-  ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
+  ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, MT_DELTA_ZPATCH, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
   LARGE_OBJECT, MAX_FRAME, MT_CONFIG, MT_DSSE, MT_EMPTY, MT_EROFS, MT_INDEX, MT_MANIFEST, MT_OBJECT, MT_OBJECT_INDEX, MT_PACK, MT_PKCS7,
   buildPack, decodeIndex, encodeIndex, gzipAsync,
 } from './artifact.js';
@@ -159,7 +159,7 @@ export class RegistryRemote implements PushTarget {
     const image = layers.find((l) => typeof l?.mediaType === 'string' && l.mediaType.startsWith(MT_EROFS) && typeof l.annotations?.[ANN_FSVERITY] === 'string');
     const index = layers.find((l) => l?.mediaType === MT_OBJECT_INDEX);
     if (!image || !index) throw new RegistryError('BAD_MANIFEST', `${what}: cfsdist manifest ${m.digest} lacks the image or the object index layer`);
-    const deltas = layers.filter((l) => l?.mediaType === MT_DELTA && typeof l.annotations?.[ANN_DELTA_BASE] === 'string' && l.annotations?.[ANN_DELTA_TARGET] === image.annotations![ANN_FSVERITY]);
+    const deltas = layers.filter((l) => (l?.mediaType === MT_DELTA || l?.mediaType === MT_DELTA_ZPATCH) && typeof l.annotations?.[ANN_DELTA_BASE] === 'string' && l.annotations?.[ANN_DELTA_TARGET] === image.annotations![ANN_FSVERITY]);
     const info = { digest: m.digest, size: m.bytes.length, fsverity: image.annotations![ANN_FSVERITY]!, image, index, deltas };
     this.images.set(info.fsverity, info);
     return info;
@@ -211,9 +211,10 @@ export class RegistryRemote implements PushTarget {
     yield* decoded(r.body({ exact: info.image.size, what }), encodingOf(info.image.mediaType), size, what);
   }
 
-  async getDelta(base: Buffer, target: Buffer, maxBytes: number): Promise<Buffer | undefined> {
+  async getDelta(base: Buffer, target: Buffer, maxBytes: number, kind: DeltaKind = 'tree'): Promise<Buffer | undefined> {
     const info = this.images.get(toHex(target));
-    const d = info?.deltas.find((l) => l.annotations?.[ANN_DELTA_BASE] === toHex(base));
+    const mt = kind === 'zpatch' ? MT_DELTA_ZPATCH : MT_DELTA;
+    const d = info?.deltas.find((l) => l.mediaType === mt && l.annotations?.[ANN_DELTA_BASE] === toHex(base));
     if (!d) return undefined;
     if (d.size > maxBytes) throw new RegistryError('BAD_MANIFEST', `delta blob ${d.digest} of ${this.where} is ${d.size} bytes, more than ${maxBytes}`);
     const r = await this.client.getBlob(this.repo, d.digest);
@@ -222,9 +223,9 @@ export class RegistryRemote implements PushTarget {
     return Buffer.concat(parts);
   }
 
-  async putDelta(base: Buffer, target: Buffer, delta: Buffer): Promise<void> {
+  async putDelta(base: Buffer, target: Buffer, delta: Buffer, kind: DeltaKind = 'tree'): Promise<void> {
     const up = await this.client.ensureBlob(this.repo, delta);
-    this.pendingDeltas.push({ mediaType: MT_DELTA, digest: up.digest, size: up.size, annotations: { [ANN_DELTA_BASE]: toHex(base), [ANN_DELTA_TARGET]: toHex(target) } });
+    this.pendingDeltas.push({ mediaType: kind === 'zpatch' ? MT_DELTA_ZPATCH : MT_DELTA, digest: up.digest, size: up.size, annotations: { [ANN_DELTA_BASE]: toHex(base), [ANN_DELTA_TARGET]: toHex(target) } });
   }
 
   async getFsveritySignature(digest: Buffer): Promise<Buffer | undefined> {

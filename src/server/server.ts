@@ -405,10 +405,11 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         if (m === 'PUT') return putFsveritySig(req, res, d);
       }
     }
-    if (kind === 'deltas' && parts.length === 4 && isRead) {
-      // metadata delta from image a to image b (src/delta), content-addressed by the pair
+    if (kind === 'deltas' && (parts.length === 4 || (parts.length === 5 && parts[4] === 'zpatch')) && isRead) {
+      // metadata delta from image a to image b (src/delta), content-addressed by the pair; /zpatch: the binary one
       const { deltaPath } = await import('../delta/store.js');
-      return sendFile(req, res, deltaPath(store, digestOf(a), digestOf(b)), `${a}-${b}`, 'application/vnd.cfsdist.delta.v1', true);
+      const zp = parts.length === 5;
+      return sendFile(req, res, deltaPath(store, digestOf(a), digestOf(b), zp ? 'zpatch' : 'tree'), `${a}-${b}`, zp ? 'application/vnd.cfsdist.delta.zpatch.v1+zstd' : 'application/vnd.cfsdist.delta.v1', true);
     }
     throw new HttpStatusError(m === 'GET' || m === 'HEAD' || m === 'PUT' || m === 'POST' ? 404 : 405, `no such resource ${m} ${url.pathname}`);
   };
