@@ -100,7 +100,7 @@ test('pull uses a delta from the local previous version; bad deltas fall back to
 
     // dry run shows the delta and its size
     const plan = cli(['--store', clients[1]!, 'pull', '--dry-run', ref, '--trust', `${key}.pub`]);
-    assert.match(plan.stdout, /image: delta from [0-9a-f]{16}…: .* instead of the full image's/);
+    assert.match(plan.stdout, /image: (binary )?delta from [0-9a-f]{16}…: .* instead of the full image's/);
 
     // with the delta
     const viaDelta = JSON.parse(ok(['--store', clients[1]!, '--json', '--quiet', 'pull', ref, '--trust', `${key}.pub`])) as { delta: { base: string; bytes: number }; bytes: { image: number } };

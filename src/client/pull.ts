@@ -110,7 +110,7 @@ export interface PullSummary {
   keyid: string;
   dryRun: boolean;
   /** The metadata delta used instead of the full image (or, with --dry-run, the one that would be). */
-  delta?: { base: string; bytes: number; imageBytes: number };
+  delta?: { base: string; kind: DeltaKind; bytes: number; imageBytes: number };
   objects: { needed: number; present: number; resumed: number; fetched: number };
   bytes: { needed: number; present: number; resumed: number; fetched: number; image: number; statement: number };
   wire: WireStats;
@@ -126,6 +126,10 @@ const SMALL_OBJECT = 256 * 1024;
  * writes overlap with each other and with receiving and inflating). */
 const SMALL_WRITES = 16;
 
+/** A fetch of at least EARLY_FLUSH_MIN bytes starts writing back to disk once this share of
+ * it is written (Ingest.startFlush), so the commit's sync waits for less. */
+const EARLY_FLUSH = 0.6;
+const EARLY_FLUSH_MIN = 32 << 20;
 /** A fetch of at least this many objects or bytes is unpacked on worker threads. */
 const POOL_MIN_OBJECTS = 256;
 const POOL_MIN_BYTES = 4 << 20;
@@ -216,7 +220,7 @@ async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
  * next kind, then undefined: the caller then fetches the full image, so a delta can never fail
  * a pull.
  */
-async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; tree?: Inode; base: Buffer; bytes: number } | undefined> {
+async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; tree?: Inode; base: Buffer; kind: DeltaKind; bytes: number } | undefined> {
   const { store, remote, name, tag } = opts;
   if (!remote.getDelta) return undefined;
   const bases: Buffer[] = [];
@@ -239,11 +243,11 @@ async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, whe
       try {
         if (kind === 'zpatch') {
           const { applyZpatch } = await import('../delta/zpatch.js');
-          return { image: await applyZpatch(store.imagePath(base), delta, imageSize, image), base, bytes: delta.length };
+          return { image: await applyZpatch(store.imagePath(base), delta, imageSize, image), base, kind, bytes: delta.length };
         }
         const { applyDeltaTree } = await import('../delta/delta.js');
         const baseBytes = await readFile(store.imagePath(base));
-        return { ...applyDeltaTree(baseBytes, delta, image), base, bytes: delta.length };
+        return { ...applyDeltaTree(baseBytes, delta, image), base, kind, bytes: delta.length };
       } catch (err) {
         opts.onNotice?.(`${where}: ${kind === 'zpatch' ? 'binary delta' : 'delta'} from ${toHex(base).slice(0, 12)}… unusable (${(err as Error).message}); ${kind === 'zpatch' ? 'trying the tree delta' : 'fetching the full image'}`);
         if (kind === 'tree') return undefined;
@@ -290,7 +294,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       if (!fsverityDigest(imageBytes).equals(image)) throw new StoreError('IMAGE_CORRUPT', `local image ${s.image} is corrupt (run cfsdist fsck --repair)`);
     } else if (dryRun) {
       const d = opts.deltas === false ? undefined : await tryDelta(opts, image, s.imageSize, where);
-      if (d) deltaUsed = { base: toHex(d.base), bytes: d.bytes, imageBytes: s.imageSize };
+      if (d) deltaUsed = { base: toHex(d.base), kind: d.kind, bytes: d.bytes, imageBytes: s.imageSize };
       imageBytes = d ? d.image : await collect(remote.getImage(image, s.imageSize, opts.signal));
       imageFetched = imageBytes.length;
       const got = fsverityDigest(imageBytes);
@@ -311,7 +315,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
           await rename(tmp.path, ingest.imagePath);
           imageBytes = d.image;
           imageFetched = d.bytes;
-          deltaUsed = { base: toHex(d.base), bytes: d.bytes, imageBytes: s.imageSize };
+          deltaUsed = { base: toHex(d.base), kind: d.kind, bytes: d.bytes, imageBytes: s.imageSize };
         }
       }
       if (!verified) {
@@ -381,7 +385,9 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       return summary;
     }
 
-    // 5. Fetch.
+    // 5. Fetch (the kernel signature, optional, is asked for meanwhile).
+    const sigP = remote.getFsveritySignature(image);
+    sigP.catch(() => undefined);
     progress.phase = 'objects';
     progress.objectsTotal = toFetch.length;
     progress.bytesTotal = amount(toFetch).bytes;
@@ -399,7 +405,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     await records.writeStatement(name, tag, s.version, envelope);
     await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });
     try {
-      const sig = await remote.getFsveritySignature(image);
+      const sig = await sigP;
       if (sig) await records.writeFsveritySig(image, sig);
     } catch {
       /* optional: the kernel signature is a convenience, the pull is complete without it */
@@ -492,6 +498,7 @@ async function fetchAll(opts: PullOptions, ingest: Ingest, objs: ObjectRef[], pr
     const bytes = unitBytes(u);
     const w: Promise<void> = pool!.run(u).then(() => {
       progress.bytesDone += bytes;
+      if (progress.bytesDone >= EARLY_FLUSH * progress.bytesTotal && progress.bytesTotal >= EARLY_FLUSH_MIN) ingest.startFlush();
       progress.objectsDone += count - 1;
       done();
     }, fail);

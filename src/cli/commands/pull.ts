@@ -89,7 +89,7 @@ export function register(program: Command): void {
       if (s.plan) {
         const p = s.plan;
         out(`plan for ${r.name}:${r.tag} version ${s.version} (image ${s.image}, signed by ${s.keyid.slice(0, 16)}…)`);
-        if (s.delta) out(`  image: delta from ${s.delta.base.slice(0, 16)}…: ${humanBytes(s.delta.bytes)} instead of the full image's ${humanBytes(s.delta.imageBytes)}`);
+        if (s.delta) out(`  image: ${s.delta.kind === 'zpatch' ? 'binary ' : ''}delta from ${s.delta.base.slice(0, 16)}…: ${humanBytes(s.delta.bytes)} instead of the full image's ${humanBytes(s.delta.imageBytes)}`);
         else out(`  image: ${p.imageBytes ? `fetch ${humanBytes(p.imageBytes)} (no delta from a local image)` : 'already local'}`);
         out(`  objects needed: ${p.needed.count} (${humanBytes(p.needed.bytes)})`);
         out(`  present:        ${p.present.count} (${humanBytes(p.present.bytes)})`);
@@ -105,7 +105,7 @@ export function register(program: Command): void {
         `pulled ${r.name}:${r.tag} version ${s.version}: image ${s.image}; objects ${s.objects.needed} needed, ${s.objects.present} present, ` +
           `${s.objects.resumed ? `${s.objects.resumed} resumed, ` : ''}${s.objects.fetched} fetched (${humanBytes(s.bytes.fetched)})`,
       );
-      if (s.delta) info(g, `image rebuilt from a ${humanBytes(s.delta.bytes)} delta (full image ${humanBytes(s.delta.imageBytes)})`);
+      if (s.delta) info(g, `image rebuilt from a ${humanBytes(s.delta.bytes)} ${s.delta.kind === 'zpatch' ? 'binary ' : ''}delta (full image ${humanBytes(s.delta.imageBytes)})`);
       info(g, `${humanBytes(s.wire.received)} received in ${s.wire.requests} requests, ${s.seconds.toFixed(2)} s`);
     });
 
