@@ -25,7 +25,8 @@
  */
 import { createHash } from 'node:crypto';
 import { brotliCompressSync, brotliDecompressSync, constants as zc } from 'node:zlib';
-import { CfsError } from '../errors.js';
+import { DeltaError } from './errors.js';
+export { DeltaError } from './errors.js';
 import { parseDumpfile } from '../dumpfile/parser.js';
 import { formatDumpfile } from '../dumpfile/writer.js';
 import { ErofsImage } from '../erofs/reader.js';
@@ -38,8 +39,6 @@ const MAGIC = Buffer.from('CFSDELTA2\n');
 /** Largest delta we will decompress (a delta is never larger than a few image sizes). */
 const MAX_DELTA_RAW = 1 << 30;
 
-/** A delta that cannot be made or applied (wrong base, corrupt, or not reproducing). */
-export class DeltaError extends CfsError {}
 
 /** An image as delta lines: its dumpfile lines (hardlink primaries kept, no trailing empty
  * line) with inline contents taken out, and beside each line the content it had. */

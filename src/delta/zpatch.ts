@@ -11,7 +11,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { fsverityDigest, toHex } from '../verity/digest.js';
 import { haveZstd } from '../server/compress.js';
-import { DeltaError } from './delta.js';
+import { DeltaError } from './errors.js';
 
 /** Images up to this size get a zpatch (zstd keeps the base in memory on both ends). */
 export const ZPATCH_MAX_IMAGE = 256 << 20;

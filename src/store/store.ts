@@ -52,7 +52,6 @@ import type { Release } from './lock.js';
 import { fileChunks, fsyncDir, touch, writeTemp } from './atomic.js';
 import type { TempFile } from './atomic.js';
 import { checkName, checkTag, parseRef } from './names.js';
-import { runFsck, runGc } from './maintenance.js';
 import { SIDECAR_SUFFIX, parseSidecar, sidecarText } from './sidecar.js';
 import type { FsckOptions, FsckReport, GcOptions, GcReport } from './maintenance.js';
 
@@ -310,12 +309,14 @@ export class Store {
 
   /** Recompute every object's and image's digest; report corrupt objects, images whose objects
    * are missing, dangling tags and leftover temporary files (see FsckReport). */
-  fsck(opts: FsckOptions = {}): Promise<FsckReport> {
+  async fsck(opts: FsckOptions = {}): Promise<FsckReport> {
+    const { runFsck } = await import('./maintenance.js');
     return runFsck(this, opts);
   }
 
   /** Delete images no tag reaches and objects no kept image references (see GcReport). */
-  gc(opts: GcOptions = {}): Promise<GcReport> {
+  async gc(opts: GcOptions = {}): Promise<GcReport> {
+    const { runGc } = await import('./maintenance.js');
     return runGc(this, opts);
   }
 

@@ -49,7 +49,7 @@ export function register(program: Command): void {
       if (/^docker:\/\//.test(ref)) {
         // An OCI registry behind the same pipeline (src/registry; credentials from
         // CFSDIST_REGISTRY_USER/PASSWORD or a Docker auth file).
-        const { openRegistryRemote } = await import('../../registry/index.js');
+        const { openRegistryRemote } = await import('../../registry/open-remote.js');
         const o = openRegistryRemote(ref);
         r = { name: o.name, tag: o.tag };
         remote = o.remote;
@@ -135,7 +135,7 @@ export function register(program: Command): void {
       const store = await Store.open(g.store);
       let target: PushTarget;
       if (/^docker:\/\//.test(url)) {
-        const { openRegistryRemote } = await import('../../registry/index.js');
+        const { openRegistryRemote } = await import('../../registry/open-remote.js');
         target = openRegistryRemote(/^docker:\/\/[^/]+\/?$/.test(url) ? `${url.replace(/\/$/, '')}/${name}` : url).remote;
       } else {
         target = new HttpRemote(parseRemoteBase(url), { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1 });
