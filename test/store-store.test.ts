@@ -58,6 +58,23 @@ test('addImage: by fs-verity digest, with a sorted unique object list; bytes or 
   await assert.rejects(s.addImage(join(root, 'no-such-image'), []), (e: unknown) => e instanceof StoreError && e.message.includes('no-such-image'));
 });
 
+test('addVerifiedImageFile: moves a verified image file in (no copy); a present image keeps its own, the file goes', async () => {
+  const s = await fresh();
+  const obj = (await s.objects.addBuffer(randomBytes(3000))).digest;
+  const img = randomBytes(70000);
+  const d = fsverityDigest(img);
+  const f = join(s.tmpDir, 'verified-image');
+  writeFileSync(f, img);
+  await s.addVerifiedImageFile(f, d, [obj]);
+  assert.ok(!existsSync(f), 'the file was moved');
+  assert.deepEqual(readFileSync(s.imagePath(d)), img);
+  assert.deepEqual(await s.imageObjects(d), [obj]);
+  writeFileSync(f, img);
+  await s.addVerifiedImageFile(f, d, [obj]);
+  assert.ok(!existsSync(f), 'a second copy is deleted');
+  assert.deepEqual(await s.listImages(), [d]);
+});
+
 test('tags: set/get/replace/delete/list; nested names beside tags; image must exist', async () => {
   const s = await fresh();
   const a = await s.addImage(Buffer.from('image a'), []);

@@ -289,6 +289,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     let deltaUsed: PullSummary['delta'];
     /** The tree a delta rebuilt the image from (its facts need no second read). */
     let deltaTree: Inode | undefined;
+    /** The verified image is in the ingest area (and moves into the store at the commit). */
+    let areaImage = false;
     if (await store.hasImage(image)) {
       imageBytes = await readFile(store.imagePath(image));
       if (!fsverityDigest(imageBytes).equals(image)) throw new StoreError('IMAGE_CORRUPT', `local image ${s.image} is corrupt (run cfsdist fsck --repair)`);
@@ -331,6 +333,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
         imageBytes = await readFile(ingest.imagePath);
         imageFetched = imageBytes.length;
       }
+      areaImage = true;
     }
 
     // 3. Objects the image needs.
@@ -401,7 +404,10 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     progress.phase = 'commit';
     report();
     await ingest!.commitObjects([...resumed, ...toFetch].map((o) => o.digest));
-    await store.addImage(imageBytes, facts.objects.map((o) => o.digest));
+    // The verified image in the area moves into the store (the commit's filesystem sync made
+    // it durable); a store that meanwhile got it keeps its own.
+    if (areaImage) await store.addVerifiedImageFile(ingest!.imagePath, image, facts.objects.map((o) => o.digest));
+    else await store.addImage(imageBytes, facts.objects.map((o) => o.digest));
     await store.setTag(name, tag, image);
     await records.writeStatement(name, tag, s.version, envelope);
     await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });

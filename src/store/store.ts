@@ -155,6 +155,39 @@ export class Store {
 
   /** Store a composefs image (bytes, or the path of a file) under its fs-verity digest,
    * together with the digests of the objects it references. Returns the image digest. */
+  /**
+   * Move an image file into the store without reading it: `path` (on the store's filesystem)
+   * must hold the image whose fs-verity digest is `digest` — the caller has verified it, as a
+   * pull does — and is consumed (renamed, or deleted if the store has the image already). The
+   * file is fsynced first (nearly free when the caller synced the filesystem, as a pull's
+   * commit does).
+   */
+  async addVerifiedImageFile(path: string, digest: Buffer, objects: Buffer[]): Promise<void> {
+    const list = sidecarText(objects);
+    const release = await this.lock.shared();
+    try {
+      const final = this.imagePath(digest);
+      const side = this.sidecarPath(digest);
+      if (await touch(final)) {
+        await unlink(path);
+        if (!(await touch(side))) await this.writeFileAtomic(side, list);
+        return;
+      }
+      const fh = await open(path, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await this.writeFileAtomic(side, list);
+      await this.objects.verity.enable(path);
+      await rename(path, final);
+      await fsyncDir(this.imagesDir);
+    } finally {
+      release();
+    }
+  }
+
   async addImage(image: Buffer | string, objects: Buffer[]): Promise<Buffer> {
     const list = sidecarText(objects);
     const release = await this.lock.shared();
