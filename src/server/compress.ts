@@ -6,7 +6,9 @@
  * The digest that names and verifies an object is always the fs-verity digest of the decoded
  * content; encodings only change what travels.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { Duplex } from 'node:stream';
 import type { Readable, Writable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
@@ -27,14 +29,21 @@ export class EncodingError extends CfsError {
 
 let zstdOk: boolean | undefined;
 
-/** True if the `zstd` tool runs here (probed once). */
+/** True if the `zstd` tool is installed here: an executable `zstd` on PATH (looked up once, no
+ * process started — a pull asks before choosing a delta, and starting `zstd --version` costs
+ * more than the lookup by two orders of magnitude). A broken binary shows up as the error of the
+ * first real use. */
 export function haveZstd(): boolean {
   if (zstdOk === undefined) {
-    try {
-      zstdOk = spawnSync('zstd', ['--version'], { stdio: 'ignore', timeout: 5000 }).status === 0;
-    } catch {
-      zstdOk = false;
-    }
+    zstdOk = (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter).some((d) => {
+      if (!d) return false;
+      try {
+        accessSync(join(d, 'zstd'), constants.X_OK);
+        return statSync(join(d, 'zstd')).isFile();
+      } catch {
+        return false;
+      }
+    });
   }
   return zstdOk;
 }
