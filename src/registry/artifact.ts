@@ -10,9 +10,11 @@
  *              [1] the object index (application/vnd.cfsdist.object-index.v1+gzip)
  *              [2…] every blob the index points at: packs and single objects (so that a
  *                  registry's garbage collection keeps them while the manifest exists)
- *              then metadata deltas to this image (application/vnd.cfsdist.delta.v1, annotated
- *                  dev.cfsdist.delta.base / .target with the two images' fs-verity digests):
- *                  a client holding the base rebuilds this image from a few KB (src/delta)
+ *              then metadata deltas to this image (application/vnd.cfsdist.delta.v1 — tree
+ *                  deltas — and application/vnd.cfsdist.delta.zpatch.v1+zstd — binary ones,
+ *                  `zstd --patch-from` — annotated dev.cfsdist.delta.base / .target with the
+ *                  two images' fs-verity digests): a client holding the base rebuilds this
+ *                  image from a few KB (src/delta)
  *   referrers (subject = the image manifest; the referrers API where the registry has it, else
  *              an image index under the tag `sha256-<hex of the image manifest digest>`):
  *     application/vnd.cfsdist.statement.v1: one layer, the DSSE envelope of the signed
