@@ -236,8 +236,9 @@ async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, whe
       try {
         delta = await remote.getDelta(base, image, imageSize + (1 << 20), kind);
       } catch (err) {
-        opts.onNotice?.(`${where}: delta unavailable (${(err as Error).message}); fetching the full image`);
-        return undefined;
+        opts.onNotice?.(`${where}: ${kind === 'zpatch' ? 'binary delta' : 'delta'} unavailable (${(err as Error).message}); ${kind === 'zpatch' ? 'trying the tree delta' : 'fetching the full image'}`);
+        if (kind === 'tree') return undefined;
+        continue;
       }
       if (!delta) continue;
       try {
