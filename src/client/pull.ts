@@ -70,7 +70,8 @@ export interface PullOptions {
   onProgress?: (p: PullProgress) => void;
   /** Objects at least this large travel alone (default 1 MiB). */
   largeObject?: number;
-  /** Most content bytes per pack (default 4 MiB). */
+  /** Most content bytes per request batch (default 8 MiB, the size of the packs a push makes,
+   * so that a cold pull from a registry reads each pack with one request). */
   packBytes?: number;
   /** Most objects per pack (default 2048). */
   packObjects?: number;
@@ -433,7 +434,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
 /** Fetch `objs` into the ingest area, `concurrency` requests at a time; the first failure
  * aborts the others and is thrown. */
 async function fetchAll(opts: PullOptions, ingest: Ingest, objs: ObjectRef[], progress: PullProgress, report: () => void): Promise<void> {
-  const batches = batchObjects(objs, opts.largeObject ?? 1 << 20, opts.packBytes ?? 4 << 20, opts.packObjects ?? 2048);
+  const batches = batchObjects(objs, opts.largeObject ?? 1 << 20, opts.packBytes ?? 8 << 20, opts.packObjects ?? 2048);
   const ac = new AbortController();
   const onOuterAbort = (): void => ac.abort();
   opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
