@@ -352,15 +352,7 @@ function walkTo(root: Inode, dirPath: string, fail: (msg: string) => never): Ino
 }
 
 /** The fields every parsed inode has before its size. */
-interface Head {
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-}
+type Head = Pick<Inode, 'mode' | 'nlink' | 'uid' | 'gid' | 'rdev' | 'mtimeSec' | 'mtimeNsec'>;
 
 // Parsed inodes are made as one object literal with all their fields (in newInode's order):
 // a field added after creation goes to a separate property array, about 40 bytes more for
