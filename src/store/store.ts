@@ -166,26 +166,35 @@ export class Store {
     const list = sidecarText(objects);
     const release = await this.lock.shared();
     try {
-      const final = this.imagePath(digest);
-      const side = this.sidecarPath(digest);
-      if (await touch(final)) {
-        await unlink(path);
-        if (!(await touch(side))) await this.writeFileAtomic(side, list);
-        return;
-      }
+      await this.placeImage(path, digest, list, true);
+    } finally {
+      release();
+    }
+  }
+
+  /** Move the image file `path` (fs-verity digest `digest`, same filesystem) into place with
+   * its sidecar, or delete it when the store has the image already. `sync`: fsync the file
+   * first (writeTemp's files are synced already). Caller holds the lock. */
+  private async placeImage(path: string, digest: Buffer, list: string, sync: boolean): Promise<void> {
+    const final = this.imagePath(digest);
+    const side = this.sidecarPath(digest);
+    if (await touch(final)) {
+      await unlink(path);
+      if (!(await touch(side))) await this.writeFileAtomic(side, list);
+      return;
+    }
+    if (sync) {
       const fh = await open(path, 'r');
       try {
         await fh.sync();
       } finally {
         await fh.close();
       }
-      await this.writeFileAtomic(side, list);
-      await this.objects.verity.enable(path);
-      await rename(path, final);
-      await fsyncDir(this.imagesDir);
-    } finally {
-      release();
     }
+    await this.writeFileAtomic(side, list);
+    await this.objects.verity.enable(path);
+    await rename(path, final);
+    await fsyncDir(this.imagesDir); // images are few: make each one durable at once
   }
 
   async addImage(image: Buffer | string, objects: Buffer[]): Promise<Buffer> {
@@ -208,18 +217,8 @@ export class Store {
       } else {
         tmp = await writeTemp(this.tmpDir, image, { what: 'image' });
       }
-      const final = this.imagePath(tmp.digest);
-      const side = this.sidecarPath(tmp.digest);
       try {
-        if (await touch(final)) {
-          await unlink(tmp.path);
-          if (!(await touch(side))) await this.writeFileAtomic(side, list);
-          return tmp.digest;
-        }
-        await this.writeFileAtomic(side, list);
-        await this.objects.verity.enable(tmp.path);
-        await rename(tmp.path, final);
-        await fsyncDir(this.imagesDir); // images are few: make each one durable at once
+        await this.placeImage(tmp.path, tmp.digest, list, false);
       } catch (err) {
         await unlink(tmp.path).catch(() => undefined);
         throw err;
