@@ -121,10 +121,11 @@ export class HttpResponse {
     }
   }
 
-  /** The whole decoded body (at most `max` bytes). */
-  async buffer(max: number): Promise<Buffer> {
+  /** The whole decoded body: at most `max` bytes, or bounded as body() does with an options
+   * object (`exact`). */
+  async buffer(max: number | { max?: number; exact?: number; what?: string }): Promise<Buffer> {
     const parts: Buffer[] = [];
-    for await (const c of this.body({ max })) parts.push(c);
+    for await (const c of this.body(typeof max === 'number' ? { max } : max)) parts.push(c);
     return Buffer.concat(parts);
   }
 

@@ -218,9 +218,7 @@ export class RegistryRemote implements PushTarget {
     if (!d) return undefined;
     if (d.size > maxBytes) throw new RegistryError('BAD_MANIFEST', `delta blob ${d.digest} of ${this.where} is ${d.size} bytes, more than ${maxBytes}`);
     const r = await this.client.getBlob(this.repo, d.digest);
-    const parts: Buffer[] = [];
-    for await (const c of r.body({ exact: d.size, what: `delta ${d.digest} from ${this.where}` })) parts.push(c);
-    return Buffer.concat(parts);
+    return r.buffer({ exact: d.size, what: `delta ${d.digest} from ${this.where}` });
   }
 
   async putDelta(base: Buffer, target: Buffer, delta: Buffer, kind: DeltaKind = 'tree'): Promise<void> {
@@ -279,13 +277,10 @@ export class RegistryRemote implements PushTarget {
           const hex = toHex(l.digest);
           const what = `object ${hex} (blob ${blob.digest}) from ${this.where}`;
           const r = await this.client.getBlob(this.repo, blob.digest, { signal });
-          const body = r.body({ exact: blob.size, what });
           if (blob.size <= WHOLE_UNIT) {
-            const parts: Buffer[] = [];
-            for await (const c of body) parts.push(c);
-            const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+            const data = await r.buffer({ exact: blob.size, what });
             yield { data, encoding: blob.encoding, frames: [{ off: 0, len: data.length, maxOut: l.size, what, objects: [{ digest: l.digest, size: l.size, at: 0 }] }] };
-          } else yield { digest: l.digest, size: l.size, body: decoded(body, blob.encoding, l.size, what) };
+          } else yield { digest: l.digest, size: l.size, body: decoded(r.body({ exact: blob.size, what }), blob.encoding, l.size, what) };
         }
         continue;
       }
