@@ -14,9 +14,9 @@ import { barChart } from './svg.js';
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESULTS = join(REPO, 'bench', 'results');
 /** Benchmark modules, in report order. Each exports `run(): Promise<BenchRow[]>`. */
-const MODULES = ['mkcomposefs', 'info', 'verity', 'store', 'import', 'pull', 'mount', 'registry', 'delta'];
+const MODULES = ['mkcomposefs', 'info', 'verity', 'store', 'import', 'pull', 'mount', 'registry', 'delta', 'run-start'];
 /** Debian packages of the reference tools. */
-const TOOLS = ['fsverity', 'erofs-utils', 'skopeo', 'umoci', 'zstd', 'attr', 'docker-registry', 'debootstrap', 'time'];
+const TOOLS = ['fsverity', 'erofs-utils', 'skopeo', 'umoci', 'zstd', 'attr', 'docker-registry', 'debootstrap', 'time', 'runc', 'podman', 'uidmap'];
 
 function setup(): void {
   if (process.getuid?.() !== 0) {

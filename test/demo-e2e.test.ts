@@ -33,6 +33,7 @@ test('cfsdist demo: the v2 update moves only the objects v1 lacks and a metadata
     pulls: { tag: string; objectsNeeded: number; objectsPresent: number; objectsFetched: number; bytesFetched: number; imageBytes: number; viaDelta: boolean }[];
     release: string;
     listing: string;
+    program: string;
   };
   const [v1, v2] = s.pulls;
   assert.equal(v1!.tag, 'v1');
@@ -47,6 +48,9 @@ test('cfsdist demo: the v2 update moves only the objects v1 lacks and a metadata
   assert.equal(s.uniqueObjects, s.clientObjects);
   assert.match(s.release, /image v2/);
   assert.match(s.listing, /\busr\b/);
+  // The demo ends by running the image as its config says: entrypoint as user demo, then Cmd.
+  assert.match(s.program, /hello from a cfsdist image: cfsdist demo image v2, user demo \(uid 1000 gid 1000 groups 1000 100\), cwd \/home\/demo\/work/);
+  assert.match(s.program, /jq-1\.\d/);
   assert.deepEqual(cfsdistMounts(), []);
 });
 

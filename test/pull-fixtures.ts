@@ -255,16 +255,23 @@ export interface StoreSnapshot {
   objects: string[];
   images: string[];
   tags: Record<string, string>;
+  /** Image configs (sha256:…) and the config each tag names. */
+  configs: string[];
+  tagConfigs: Record<string, string>;
 }
 
-/** Snapshot the visible content of a store (objects/, images/, tags/). */
+/** Snapshot the visible content of a store (objects/, images/, tags/, configs/). */
 export async function snapshotStore(storeDir: string): Promise<StoreSnapshot> {
   const store = await Store.open(storeDir, { create: true });
   const { objects } = await store.objects.scan();
   const images = (await store.listImages()).map(toHex);
   const tags: Record<string, string> = {};
-  for (const t of await store.listTags()) tags[`${t.name}:${t.tag}`] = toHex(t.image);
-  return { objects: objects.map((o) => o.hex).sort(), images, tags };
+  const tagConfigs: Record<string, string> = {};
+  for (const t of await store.listTags()) {
+    tags[`${t.name}:${t.tag}`] = toHex(t.image);
+    if (t.meta.config) tagConfigs[`${t.name}:${t.tag}`] = t.meta.config;
+  }
+  return { objects: objects.map((o) => o.hex).sort(), images, tags, configs: (await store.listConfigs()).sort(), tagConfigs };
 }
 
 /** Bytes of every file below a directory, keyed by relative path (for equality checks). */

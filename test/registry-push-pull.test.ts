@@ -21,7 +21,7 @@ import { signImage } from '../src/sign/sign-image.js';
 import { imageFacts } from '../src/sign/image-facts.js';
 import { toHex } from '../src/verity/digest.js';
 import { RegistryRemote, parseRegistryRef, openRegistryRemote } from '../src/registry/index.js';
-import { MT_OBJECT_INDEX, MT_PACK } from '../src/registry/artifact.js';
+import { MT_IMAGE_CONFIG, MT_OBJECT_INDEX, MT_PACK } from '../src/registry/artifact.js';
 import { cleanup, snapshotStore } from './pull-fixtures.js';
 import { registryMissing, signedDebian, startRegistry } from './registry-fixtures.js';
 import type { RegistryProcess, SignedDebian } from './registry-fixtures.js';
@@ -167,6 +167,28 @@ test('a replaced blob in the registry storage is refused (image, pack), store un
   // Restored: the pull works again.
   const ok = await pullInto(join(dir, 'after-tamper'), 'v2');
   assert.equal(ok.image, toHex(deb.images.v2));
+});
+
+test('the image config travels with the image; a config changed in the registry is refused, store unchanged', { skip }, async () => {
+  const m = await remote().client.getManifest(NAME, 'v1');
+  const cfg = (m!.json as { layers: { mediaType: string; digest: string; size: number }[] }).layers.find((l) => l.mediaType === MT_IMAGE_CONFIG);
+  assert.ok(cfg, 'the cfsdist manifest carries the image config');
+  const p = reg.blobPath(cfg.digest);
+  const saved = readFileSync(p);
+  writeFileSync(p, Buffer.from(saved.toString('latin1').replace('"architecture"', '"architecturE"'), 'latin1'));
+  try {
+    await refused('v1', /CONFIG|digest/i);
+  } finally {
+    writeFileSync(p, saved);
+  }
+  const storeDir = join(dir, 'config-ok');
+  await pullInto(storeDir, 'v1');
+  const s = await Store.open(storeDir);
+  const meta = (await s.getTagRecord(NAME, 'v1'))!.meta;
+  assert.equal(meta.config, cfg.digest);
+  assert.deepEqual(await s.readConfig(cfg.digest), saved);
+  assert.match(meta.manifest ?? '', /^sha256:/);
+  assert.equal(meta.platform, 'linux/amd64');
 });
 
 test('a tag moved to another image, or rolled back to an older statement, is refused', { skip }, async () => {

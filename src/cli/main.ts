@@ -13,6 +13,7 @@ import { register as registerServe } from './commands/serve.js';
 import { register as registerPull } from './commands/pull.js';
 import { register as registerMount } from './commands/mount.js';
 import { register as registerDemo } from './commands/demo.js';
+import { register as registerRun } from './commands/run.js';
 
 /** Build the program with every command registered. */
 export function buildProgram(): Command {
@@ -23,7 +24,7 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .option('--quiet', 'no progress output')
     .option('--debug', 'print stack traces on errors')
-    .enablePositionalOptions(false)
+    .enablePositionalOptions()
     .showHelpAfterError(false)
     .exitOverride();
   registerMkcomposefs(program);
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerPull(program);
   registerMount(program);
+  registerRun(program);
   registerDemo(program);
   // Global flags are accepted after the subcommand as well.
   for (const cmd of program.commands) addGlobalFlags(cmd);
@@ -71,6 +73,7 @@ export async function main(argv: string[]): Promise<number> {
     const e = err as { code?: string; message?: string; stack?: string };
     process.stderr.write(`cfsdist: ${e?.message ?? String(err)}\n`);
     if (debug && e?.stack) process.stderr.write(e.stack + '\n');
-    return e?.code === 'USAGE' ? 2 : 1;
+    const own = (err as { exitCode?: unknown }).exitCode;
+    return typeof own === 'number' ? own : e?.code === 'USAGE' ? 2 : 1;
   }
 }

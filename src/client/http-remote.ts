@@ -13,7 +13,7 @@ import { API, MAX_QUERY_DIGESTS, decodeBitmap, digestList, frameHeader, readPack
 import { MAX_ENVELOPE_BYTES } from '../sign/dsse.js';
 import { HttpClient } from './http.js';
 import type { DeltaKind, FetchedObject, OutgoingObject, PushTarget, WireStats } from './remote.js';
-import { TransportError } from './errors.js';
+import { PullError, TransportError } from './errors.js';
 
 /** Options of an HttpRemote. */
 export interface HttpRemoteOptions {
@@ -86,6 +86,24 @@ export class HttpRemote implements PushTarget {
     }
     if (r.status !== 200) return r.fail();
     return r.buffer(64 * 1024);
+  }
+
+  async getConfig(digest: string, size: number): Promise<Buffer | undefined> {
+    const hex = configHex(digest);
+    const r = await this.req('GET', `${API}/configs/${hex}`, { compressed: false });
+    if (r.status === 404) {
+      await r.buffer(64 * 1024).catch(() => undefined);
+      return undefined;
+    }
+    if (r.status !== 200) return r.fail(`config ${digest} from ${this.location}`);
+    // At most the signed size (+1, so that a longer body is seen as longer, not cut to fit).
+    return r.buffer(size + 1);
+  }
+
+  async putConfig(digest: string, bytes: Buffer): Promise<void> {
+    const r = await this.req('PUT', `${API}/configs/${configHex(digest)}`, { body: bytes, headers: { 'Content-Type': 'application/vnd.oci.image.config.v1+json' } });
+    if (r.status !== 200 && r.status !== 201) return r.fail(`upload of config ${digest} to ${this.location}`);
+    await r.buffer(64 * 1024);
   }
 
   async getDelta(base: Buffer, target: Buffer, maxBytes: number, kind: DeltaKind = 'tree'): Promise<Buffer | undefined> {
@@ -188,4 +206,11 @@ export class HttpRemote implements PushTarget {
   close(): void {
     this.http.close();
   }
+}
+
+/** The hex of a `sha256:<hex>` config digest (as the URL names it). */
+function configHex(digest: string): string {
+  const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
+  if (!m) throw new PullError('BAD_DIGEST', `not a sha256 config digest: ${JSON.stringify(digest)}`);
+  return m[1]!;
 }

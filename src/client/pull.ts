@@ -22,7 +22,9 @@
 import { statSync } from 'node:fs';
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import type { Store } from '../store/store.js';
+import { createHash } from 'node:crypto';
+import { MAX_CONFIG_BYTES } from '../store/store.js';
+import type { ImageMeta, Store } from '../store/store.js';
 import { StoreError } from '../store/errors.js';
 import { writeTemp } from '../store/atomic.js';
 import { fromHex, fsverityDigest, toHex } from '../verity/digest.js';
@@ -113,7 +115,7 @@ export interface PullSummary {
   /** The metadata delta used instead of the full image (or, with --dry-run, the one that would be). */
   delta?: { base: string; kind: DeltaKind; bytes: number; imageBytes: number };
   objects: { needed: number; present: number; resumed: number; fetched: number };
-  bytes: { needed: number; present: number; resumed: number; fetched: number; image: number; statement: number };
+  bytes: { needed: number; present: number; resumed: number; fetched: number; image: number; statement: number; config: number };
   wire: WireStats;
   /** Image the tag pointed at before (hex), if any. */
   previous: string | null;
@@ -259,6 +261,24 @@ async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, whe
   return undefined;
 }
 
+/** The config a statement names, from the store or the remote, checked against the statement
+ * (size, SHA-256): PullError CONFIG_MISSING / CONFIG_MISMATCH otherwise. */
+async function pullConfig(opts: PullOptions, want: { digest: string; size: number }, where: string): Promise<{ bytes: Buffer; fetched: number }> {
+  if (want.size > MAX_CONFIG_BYTES) throw new PullError('CONFIG_MISMATCH', `${where}: the statement names a config of ${want.size} bytes (at most ${MAX_CONFIG_BYTES})`);
+  try {
+    return { bytes: await opts.store.readConfig(want.digest), fetched: 0 };
+  } catch (err) {
+    if (!(err instanceof StoreError) || (err.code !== 'CONFIG_MISSING' && err.code !== 'CONFIG_CORRUPT')) throw err;
+  }
+  const bytes = await opts.remote.getConfig(want.digest, want.size);
+  if (!bytes) throw new PullError('CONFIG_MISSING', `${where}: the remote has no image config ${want.digest}, which the signed statement names`);
+  const got = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+  if (bytes.length !== want.size || got !== want.digest) {
+    throw new PullError('CONFIG_MISMATCH', `${where}: image config from ${opts.remote.location} is ${bytes.length} bytes with digest ${got}, but the signed statement names ${want.digest} (${want.size} bytes): changed or substituted config refused, nothing stored`);
+  }
+  return { bytes, fetched: bytes.length };
+}
+
 /** Pull NAME:TAG (see the file comment). Throws SignError / PullError / TransportError /
  * ProtocolError with a message naming the remote and the object at fault. */
 export async function pull(opts: PullOptions): Promise<PullSummary> {
@@ -279,6 +299,9 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const s: ImageStatement = v.statement;
   checkVersion(s, await records.readAccepted(name, tag), `statement of ${where}`);
   const image = fromHex(s.image);
+  // The config the statement names: the local copy, or the remote's checked against it —
+  // before anything is fetched or committed.
+  const config = s.config ? await pullConfig(opts, s.config, where) : undefined;
 
   const lease = dryRun ? undefined : await store.lease();
   let ingest: Ingest | undefined;
@@ -371,7 +394,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       dryRun,
       ...(deltaUsed ? { delta: deltaUsed } : {}),
       objects: { needed: facts.count, present: present.length, resumed: resumed.length, fetched: 0 },
-      bytes: { needed: facts.totalSize, present: amount(present).bytes, resumed: amount(resumed).bytes, fetched: 0, image: imageFetched, statement: envelope.length },
+      bytes: { needed: facts.totalSize, present: amount(present).bytes, resumed: amount(resumed).bytes, fetched: 0, image: imageFetched, statement: envelope.length, config: config?.fetched ?? 0 },
       wire: wire0,
       previous: previous ? toHex(previous) : null,
       seconds: 0,
@@ -410,7 +433,11 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     // it durable); a store that meanwhile got it keeps its own.
     if (areaImage) await store.addVerifiedImageFile(ingest!.imagePath, image, facts.objects.map((o) => o.digest));
     else await store.addImage(imageBytes, facts.objects.map((o) => o.digest));
-    await store.setTag(name, tag, image);
+    const meta: ImageMeta = {};
+    if (config) meta.config = await store.addConfig(config.bytes);
+    if (s.manifest) meta.manifest = s.manifest;
+    if (s.platform) meta.platform = s.platform;
+    await store.setTag(name, tag, image, meta);
     await records.writeStatement(name, tag, s.version, envelope);
     await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });
     try {

@@ -108,6 +108,7 @@ export async function push(opts: PushOptions): Promise<PushSummary> {
       await target.putDelta(fromHex(f.slice(0, 64)), image, await readFile(join(dir, f)), kind);
     }
   }
+  if (s.config) await target.putConfig(s.config.digest, await store.readConfig(s.config.digest));
   await target.putStatement(name, tag, envelope);
   const w = target.stats();
   return {

@@ -40,6 +40,10 @@ export interface Remote {
   getImage(digest: Buffer, size: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   /** The kernel fs-verity signature of an image, if the remote has one. */
   getFsveritySignature(digest: Buffer): Promise<Buffer | undefined>;
+  /** The image config `digest` (`sha256:<hex>`) whose signed size is `size`: at most `size`
+   * bytes are accepted (a TransportError beyond), undefined if the remote has none. Not
+   * verified: the pull checks it against the statement. */
+  getConfig(digest: string, size: number): Promise<Buffer | undefined>;
   /** A metadata delta of `kind` (default 'tree') from image `base` to image `target`
    * (src/delta), if the remote has one; at most `maxBytes`. Not trusted: the client checks what
    * it rebuilds against the statement. */
@@ -76,6 +80,8 @@ export interface PushTarget extends Remote {
   putImage(digest: Buffer, path: string): Promise<void>;
   /** Upload a kernel fs-verity signature of an image. */
   putFsveritySignature(digest: Buffer, der: Buffer): Promise<void>;
+  /** Upload an image config (the remote checks its digest), before the statement naming it. */
+  putConfig(digest: string, bytes: Buffer): Promise<void>;
   /** Upload a metadata delta from image `base` to image `target` (before the statement that
    * names `target`), where the remote can carry deltas. */
   putDelta?(base: Buffer, target: Buffer, delta: Buffer, kind?: DeltaKind): Promise<void>;

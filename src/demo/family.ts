@@ -5,17 +5,21 @@
  *                 official images do)
  *   apps layer  = files of real .deb packages (`apt-get download` + `dpkg-deb -x`), plus
  *                 /etc/cfsdist-release; v2 drops a package, adds two, and whites out /etc/motd
- *   OCI layout  = `umoci init/new` + `umoci raw add-layer` (tags v1 and v2)
+ *                 and a non-root user `demo` (uid 1000, also in group `users`) with a greeting
+ *                 entrypoint, /usr/local/bin/cfsdist-hello
+ *   OCI layout  = `umoci init/new` + `umoci raw add-layer` (tags v1 and v2) + `umoci config`:
+ *                 Entrypoint cfsdist-hello, Cmd `jq --version`, Env, User demo, WorkingDir
+ *                 /home/demo/work (not in the image: run creates it), a label
  *
  * Used by `cfsdist demo`, the benchmarks and tests that need real data. Needs root.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CfsError } from '../errors.js';
 
 /** Bump when the recipe changes, so caches are rebuilt. */
-export const FAMILY_VERSION = 'debian-family-3';
+export const FAMILY_VERSION = 'debian-family-4';
 
 /** Packages of the apps layer per version (dependencies beyond minbase listed explicitly). */
 export const FAMILY_PACKAGES: Record<string, string[]> = {
@@ -93,6 +97,7 @@ export async function ensureDebianFamily(cacheDir = defaultCacheDir(), log: Log 
       }
       mkdirSync(join(stage, 'etc'), { recursive: true });
       writeFileSync(join(stage, 'etc', 'cfsdist-release'), `cfsdist demo image ${v}\npackages: ${FAMILY_PACKAGES[v]!.join(' ')}\n`);
+      addDemoUser(rootfs, stage);
       if (v === 'v2') writeFileSync(join(stage, 'etc', '.wh.motd'), '');
       await tarDir(stage, layers[`apps-${v}` as 'apps-v1' | 'apps-v2']);
       rmSync(stage, { recursive: true, force: true });
@@ -106,10 +111,47 @@ export async function ensureDebianFamily(cacheDir = defaultCacheDir(), log: Log 
       await run('umoci', ['new', '--image', `${layout}:${v}`]);
       await run('umoci', ['raw', 'add-layer', '--image', `${layout}:${v}`, layers.base]);
       await run('umoci', ['raw', 'add-layer', '--image', `${layout}:${v}`, layers[`apps-${v}` as 'apps-v1' | 'apps-v2']]);
+      await run('umoci', ['config', '--image', `${layout}:${v}`, ...DEMO_CONFIG_ARGS, '--config.label', `org.opencontainers.image.version=${v}`]);
     }
   });
   writeFileSync(join(dir, 'done'), new Date().toISOString() + '\n');
   return family;
+}
+
+/** The demo image's config (umoci config flags). */
+export const DEMO_CONFIG_ARGS = [
+  '--config.entrypoint', '/usr/local/bin/cfsdist-hello',
+  '--config.cmd', 'jq', '--config.cmd', '--version',
+  '--config.env', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  '--config.env', 'GREETING=hello from a cfsdist image',
+  '--config.user', 'demo',
+  '--config.workingdir', '/home/demo/work',
+  '--config.stopsignal', 'SIGTERM',
+  '--config.label', 'org.opencontainers.image.title=cfsdist demo',
+];
+
+/** The user `demo` (uid/gid 1000, supplementary group `users`), its home and the entrypoint,
+ * into the apps layer: passwd/group are the base's with the new lines appended. */
+function addDemoUser(rootfs: string, stage: string): void {
+  const passwd = readFileSync(join(rootfs, 'etc', 'passwd'), 'utf8');
+  const group = readFileSync(join(rootfs, 'etc', 'group'), 'utf8')
+    .split('\n')
+    .map((l) => (l.startsWith('users:') ? l.replace(/:$/, ':demo').replace(/:([^:]+)$/, (m, u: string) => (u.split(',').includes('demo') ? m : `:${u},demo`)) : l))
+    .join('\n');
+  writeFileSync(join(stage, 'etc', 'passwd'), passwd + 'demo:x:1000:1000:cfsdist demo:/home/demo:/bin/sh\n');
+  writeFileSync(join(stage, 'etc', 'group'), group + 'demo:x:1000:\n');
+  mkdirSync(join(stage, 'home', 'demo'), { recursive: true });
+  chownSync(join(stage, 'home', 'demo'), 1000, 1000);
+  mkdirSync(join(stage, 'usr', 'local', 'bin'), { recursive: true });
+  const hello = join(stage, 'usr', 'local', 'bin', 'cfsdist-hello');
+  writeFileSync(
+    hello,
+    '#!/bin/sh\n' +
+      '# Entrypoint of the cfsdist demo image: say who and where we are, then run the command.\n' +
+      'echo "$GREETING: $(head -n1 /etc/cfsdist-release), user $(id -un) (uid $(id -u) gid $(id -g) groups $(id -G)), cwd $(pwd)"\n' +
+      'exec "$@"\n',
+  );
+  chmodSync(hello, 0o755);
 }
 
 async function step(marker: string, fn: () => Promise<void>): Promise<void> {

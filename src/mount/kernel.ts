@@ -41,6 +41,10 @@ export interface KernelMountOptions {
   imageDigest?: string;
   /** Take fallbacks even where the newer way works (tests). */
   force?: CompatForce;
+  /** A writable overlay for a container (src/run): upper and work directories (empty, on one
+   * filesystem, not under the objects directory). The image and the objects stay read-only
+   * lower layers; writes go to `upperdir`. Default: a read-only mount. */
+  upper?: { upperdir: string; workdir: string };
   /** Test hook, awaited at named steps (`erofs`: EROFS mounted; `overlay`: before the overlay). */
   pause?: (step: string) => Promise<void>;
 }
@@ -151,7 +155,12 @@ async function viaFsmount(api: MountApi, o: KernelMountOptions, state: MountStat
       throw new MountError('VERITY_UNSUPPORTED', `this kernel's overlayfs has no verity= option (${(e as Error).message}); mount with --no-verity or --fuse`);
     });
   }
-  await api.setFlag(ov, 'ro');
+  if (o.upper) {
+    await api.setString(ov, 'upperdir', o.upper.upperdir);
+    await api.setString(ov, 'workdir', o.upper.workdir);
+  } else {
+    await api.setFlag(ov, 'ro');
+  }
   let layers: KernelMountInfo['layers'] | undefined;
   let staging = false;
   if (!force.staging && !force.lowerdir) {
@@ -188,7 +197,7 @@ async function viaFsmount(api: MountApi, o: KernelMountOptions, state: MountStat
   } catch (e) {
     throw new MountError('OVERLAY_FAILED', `cannot mount the overlay for ${o.image} at ${o.mountpoint}: ${(e as Error).message}`);
   }
-  const omnt = await api.fsmount(ov, MOUNT_ATTR_RDONLY, 'overlay');
+  const omnt = await api.fsmount(ov, o.upper ? 0 : MOUNT_ATTR_RDONLY, 'overlay');
   await api.moveMount(omnt, o.mountpoint);
   await api.close(omnt);
   await api.close(emnt);
@@ -217,7 +226,8 @@ async function viaMount8(o: KernelMountOptions, state: MountState, force: Compat
   }
   if (force.loop) await detachLoop(source);
   await o.pause?.('erofs');
-  const base = ['ro', 'metacopy=on', 'redirect_dir=on', ...(o.verity ? ['verity=require'] : [])];
+  const rw = o.upper ? [`upperdir=${o.upper.upperdir}`, `workdir=${o.upper.workdir}`] : ['ro'];
+  const base = [...rw, 'metacopy=on', 'redirect_dir=on', ...(o.verity ? ['verity=require'] : [])];
   let layers: KernelMountInfo['layers'] = 'lowerdir+';
   await o.pause?.('overlay');
   try {

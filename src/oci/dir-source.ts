@@ -13,7 +13,7 @@ import { SourceError } from './errors.js';
 import { compressionOfMediaType } from './decompress.js';
 import { pickPlatform, type Descriptor } from './oci-layout.js';
 import {
-  MAX_JSON, parseDigest, parseJson, parsePlatform, requireDir, verified,
+  MAX_JSON, parseDigest, parseJson, parsePlatform, requireDir, sha256Digest, verified,
   type DirectorySource, type ImageConfig, type LayeredSource, type SourceLayer, type SourceOptions,
 } from './source.js';
 
@@ -53,7 +53,8 @@ function readBlob(path: string, name: string, desc: Descriptor, what: string): B
 function openSkopeoDir(path: string, name: string, opts: SourceOptions): LayeredSource {
   const mfile = join(path, 'manifest.json');
   if (statSync(mfile).size > MAX_JSON) throw new SourceError('BLOB_TOO_LARGE', `${mfile} is too large`);
-  let manifest = parseJson<ManifestJson>(readFileSync(mfile), mfile);
+  let manifestBytes = readFileSync(mfile);
+  let manifest = parseJson<ManifestJson>(manifestBytes, mfile);
   if (Array.isArray(manifest.manifests) && !manifest.layers) {
     // `skopeo copy --all`: a list, with each instance in <hex>.manifest.json.
     const d = pickPlatform(manifest.manifests, parsePlatform(opts.platform ?? 'linux/amd64'), name);
@@ -63,9 +64,11 @@ function openSkopeoDir(path: string, name: string, opts: SourceOptions): Layered
     const data = readFileSync(p);
     if (createHash(alg).update(data).digest('hex') !== hex) throw new SourceError('DIGEST_MISMATCH', `${name}: ${p} does not match its digest`);
     manifest = parseJson<ManifestJson>(data, p);
+    manifestBytes = data;
   }
   if (!manifest.config || !Array.isArray(manifest.layers)) throw new SourceError('BAD_MANIFEST', `${mfile}: no config or layers`);
-  const config = parseJson<ImageConfig>(readBlob(path, name, manifest.config, 'config'), `${name}: config`);
+  const configBytes = readBlob(path, name, manifest.config, 'config');
+  const config = parseJson<ImageConfig>(configBytes, `${name}: config`);
   const diffIds = config.rootfs?.diff_ids;
   if (diffIds && diffIds.length !== manifest.layers.length) throw new SourceError('BAD_CONFIG', `${name}: config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
   const layers: SourceLayer[] = manifest.layers.map((l, i) => {
@@ -89,5 +92,5 @@ function openSkopeoDir(path: string, name: string, opts: SourceOptions): Layered
       openRaw: () => createReadStream(p, { highWaterMark: 1 << 20 }),
     };
   });
-  return { kind: 'layers', name, config, layers, close: async () => undefined };
+  return { kind: 'layers', name, config, configBytes, manifestDigest: sha256Digest(manifestBytes), layers, close: async () => undefined };
 }

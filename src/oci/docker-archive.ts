@@ -114,7 +114,8 @@ export async function openDockerArchive(file: string, ref?: string): Promise<Lay
       openRaw: raw,
     };
   });
-  return { kind: 'layers', name, config, layers, close: async () => undefined };
+  // A docker archive has no image manifest of its own (manifest.json is docker's index).
+  return { kind: 'layers', name, config, configBytes: cfgBytes, layers, close: async () => undefined };
 }
 
 async function* emptyStream(): AsyncGenerator<Buffer> {}

@@ -15,7 +15,7 @@
  * whole import holds a store lease, so a concurrent gc cannot take objects in between.
  */
 import { open } from 'node:fs/promises';
-import type { Store } from '../store/store.js';
+import type { ImageMeta, Store } from '../store/store.js';
 import { checkName, checkTag } from '../store/names.js';
 import { writeImage } from '../erofs/writer.js';
 import { readDirectory } from '../tree/from-directory.js';
@@ -27,7 +27,7 @@ import { inflateOffThread } from './inflate.js';
 import { readTar } from './tar.js';
 import { INLINE_MAX, readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
 import { ObjectWriter, syncFilesystem } from './object-writer.js';
-import { verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
+import { configPlatform, verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
 import { SourceError } from './errors.js';
 
 /** Progress of an import (reported often; throttle in the UI). */
@@ -63,6 +63,12 @@ export interface ImportResult {
   tag: string;
   /** fs-verity digest of the composefs image. */
   image: Buffer;
+  /** `sha256:<hex>` of the image config kept with the tag (STORE/configs). */
+  config?: string;
+  /** `sha256:<hex>` of the source manifest, where the source has one. */
+  manifest?: string;
+  /** `os/arch[/variant]` of the image. */
+  platform?: string;
   imageSize: number;
   layers: number;
   /** Tar members read (all layers). */
@@ -119,12 +125,14 @@ export async function importImage(source: ImageSource, store: Store, opts: Impor
       await syncFilesystem(store.objects.dir);
     }
     const digest = await store.addImage(image, [...objects.values()]);
-    await store.setTag(opts.name, opts.tag, digest);
+    const meta = await keepConfig(source, store);
+    await store.setTag(opts.name, opts.tag, digest, meta);
     opts.onProgress?.({ layer: layerCount, layers: layerCount, bytes: 0, entries: totals.entries, phase: 'done' });
     return {
       name: opts.name,
       tag: opts.tag,
       image: digest,
+      ...meta,
       imageSize: image.length,
       layers: layerCount,
       entries: totals.entries,
@@ -142,6 +150,32 @@ export async function importImage(source: ImageSource, store: Store, opts: Impor
     await source.close().catch(() => undefined);
     lease.release();
   }
+}
+
+/** The config of a plain directory: no command, no environment — `run` needs an explicit
+ * command. Always the same bytes, so it is stored once. */
+export function emptyConfigBytes(): Buffer {
+  return Buffer.from(JSON.stringify({ architecture: hostArchitecture(), os: 'linux', config: {} }));
+}
+
+/** The OCI architecture name of this machine. */
+export function hostArchitecture(): string {
+  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' };
+  return map[process.arch] ?? process.arch;
+}
+
+/** Keep the source's config (bytes as published) in the store; what the tag records. */
+async function keepConfig(source: ImageSource, store: Store): Promise<ImageMeta> {
+  const bytes = source.kind === 'layers' ? source.configBytes ?? emptyConfigBytes() : emptyConfigBytes();
+  const meta: ImageMeta = { config: await store.addConfig(bytes) };
+  if (source.kind === 'layers') {
+    if (source.manifestDigest) meta.manifest = source.manifestDigest;
+    const platform = configPlatform(source.config);
+    if (platform) meta.platform = platform;
+  } else {
+    meta.platform = `linux/${hostArchitecture()}`;
+  }
+  return meta;
 }
 
 /** Empty counters. */

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { SourceError } from './errors.js';
 import { compressionOfMediaType } from './decompress.js';
 import {
-  MAX_JSON, parseDigest, parseJson, parsePlatform, requireDir, verified,
+  MAX_JSON, parseDigest, parseJson, parsePlatform, requireDir, sha256Digest, verified,
   type ImageConfig, type LayeredSource, type SourceLayer, type SourceOptions,
 } from './source.js';
 import { createHash } from 'node:crypto';
@@ -84,8 +84,11 @@ export async function openOciLayout(dir: string, ref: string | undefined, opts: 
 
   // Resolve nested indexes down to one image manifest.
   let manifest: ManifestJson | undefined;
+  let manifestDigest: string | undefined;
   for (let depth = 0; depth < 8 && !manifest; depth++) {
-    const doc = blobs.readJson<ManifestJson>(desc!, 'manifest');
+    const bytes = blobs.readBytes(desc!, 'manifest');
+    const doc = parseJson<ManifestJson>(bytes, `${name}: manifest ${desc!.digest}`);
+    manifestDigest = sha256Digest(bytes);
     const isIndex = INDEX_TYPES.has(desc!.mediaType ?? '') || INDEX_TYPES.has(doc.mediaType ?? '') || (Array.isArray(doc.manifests) && !doc.layers);
     if (!isIndex) {
       manifest = doc;
@@ -95,13 +98,14 @@ export async function openOciLayout(dir: string, ref: string | undefined, opts: 
   }
   if (!manifest) throw new SourceError('BAD_MANIFEST', `${name}: indexes nested too deeply`);
   if (!manifest.config || !Array.isArray(manifest.layers)) throw new SourceError('BAD_MANIFEST', `${name}: manifest ${desc!.digest} has no config or layers`);
-  const config = blobs.readJson<ImageConfig>(manifest.config, 'config');
+  const configBytes = blobs.readBytes(manifest.config, 'config');
+  const config = parseJson<ImageConfig>(configBytes, `${name}: config ${manifest.config.digest}`);
   const diffIds = config.rootfs?.diff_ids;
   if (diffIds && diffIds.length !== manifest.layers.length) {
     throw new SourceError('BAD_CONFIG', `${name}: config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
   }
   const layers: SourceLayer[] = manifest.layers.map((l, i) => blobs.layer(l, diffIds?.[i], i));
-  return { kind: 'layers', name, config, layers, close: async () => undefined };
+  return { kind: 'layers', name, config, configBytes, manifestDigest, layers, close: async () => undefined };
 }
 
 /** Choose a manifest from an index by platform; attestation entries are skipped. */
@@ -123,6 +127,11 @@ class LayoutBlobs {
   }
 
   readJson<T>(desc: Descriptor, what: string): T {
+    return parseJson<T>(this.readBytes(desc, what), `${this.name}: ${what} ${desc.digest}`);
+  }
+
+  /** A small blob's bytes, checked against the descriptor. */
+  readBytes(desc: Descriptor, what: string): Buffer {
     const p = this.path(desc, what);
     let st;
     try {
@@ -135,7 +144,7 @@ class LayoutBlobs {
     const { alg, hex } = parseDigest(desc.digest, what);
     if (createHash(alg).update(data).digest('hex') !== hex) throw new SourceError('DIGEST_MISMATCH', `${this.name}: ${what} blob ${p} does not match its digest ${desc.digest}`);
     if (desc.size !== undefined && desc.size !== data.length) throw new SourceError('SIZE_MISMATCH', `${this.name}: ${what} blob ${desc.digest} is ${data.length} bytes, descriptor says ${desc.size}`);
-    return parseJson<T>(data, `${this.name}: ${what} ${desc.digest}`);
+    return data;
   }
 
   layer(desc: Descriptor, diffId: string | undefined, i: number): SourceLayer {

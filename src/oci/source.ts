@@ -37,6 +37,10 @@ export interface LayeredSource {
   name: string;
   /** The image config (OCI/Docker config JSON), if the source has one. */
   config?: ImageConfig;
+  /** The config exactly as published (kept and signed with the image: `run` starts it). */
+  configBytes?: Buffer;
+  /** `sha256:<hex>` of the image manifest the layers came from, where the source has one. */
+  manifestDigest?: string;
   /** Layers, lowest first. */
   layers: SourceLayer[];
   /** Release what the source holds open. */
@@ -60,6 +64,18 @@ export interface ImageConfig {
   os?: string;
   rootfs?: { type?: string; diff_ids?: string[] };
   [k: string]: unknown;
+}
+
+/** `os/arch[/variant]` of an image config, if it names os and architecture. */
+export function configPlatform(config: ImageConfig | undefined): string | undefined {
+  if (!config || typeof config.os !== 'string' || typeof config.architecture !== 'string' || !config.os || !config.architecture) return undefined;
+  const v = typeof config.variant === 'string' && config.variant ? `/${config.variant}` : '';
+  return `${config.os}/${config.architecture}${v}`;
+}
+
+/** The SHA-256 digest (`sha256:<hex>`) of bytes. */
+export function sha256Digest(bytes: Buffer): string {
+  return 'sha256:' + createHash('sha256').update(bytes).digest('hex');
 }
 
 /** Options for opening a source. */

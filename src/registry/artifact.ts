@@ -10,6 +10,9 @@
  *              [1] the object index (application/vnd.cfsdist.object-index.v1+gzip)
  *              [2…] every blob the index points at: packs and single objects (so that a
  *                  registry's garbage collection keeps them while the manifest exists)
+ *              then the OCI image config of the container image (application/vnd.oci.image.
+ *                  config.v1+json, bytes as published: the blob an ordinary image of the same
+ *                  content names too), when the signed statement names one
  *              then metadata deltas to this image (application/vnd.cfsdist.delta.v1 — tree
  *                  deltas — and application/vnd.cfsdist.delta.zpatch.v1+zstd — binary ones,
  *                  `zstd --patch-from` — annotated dev.cfsdist.delta.base / .target with the
@@ -74,6 +77,8 @@ export const MT_PKCS7 = 'application/pkcs7-signature';
 export const MT_EMPTY = 'application/vnd.oci.empty.v1+json';
 /** `{}`. */
 export const EMPTY_JSON = Buffer.from('{}');
+/** The container image's config, carried as a layer of the cfsdist manifest. */
+export const MT_IMAGE_CONFIG = 'application/vnd.oci.image.config.v1+json';
 /** Annotation holding the composefs image's fs-verity digest. */
 export const ANN_FSVERITY = 'dev.cfsdist.fsverity';
 /** Media type of a metadata delta layer (src/delta: Brotli inside). */

@@ -31,6 +31,7 @@ import {
   ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, MT_DELTA_ZPATCH, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
   LARGE_OBJECT, MAX_FRAME, MT_CONFIG, MT_DSSE, MT_EMPTY, MT_EROFS, MT_INDEX, MT_MANIFEST, MT_OBJECT, MT_OBJECT_INDEX, MT_PACK, MT_PKCS7,
   buildPack, decodeIndex, encodeIndex, gzipAsync,
+  MT_IMAGE_CONFIG,
 } from './artifact.js';
 import type { IndexBlob, ObjectLocation, PackInput } from './artifact.js';
 import { MANIFEST_TYPES, RegistryClient } from './client.js';
@@ -55,6 +56,8 @@ interface ImageManifest {
   index: Descriptor;
   /** Metadata delta layers to this image. */
   deltas: Descriptor[];
+  /** Image config layers (the container image's config). */
+  configs: Descriptor[];
 }
 
 /** Bytes of a large object held in memory whole (larger ones stream into a chunked upload). */
@@ -138,6 +141,7 @@ export class RegistryRemote implements PushTarget {
   private pushed?: { fsverity: string; desc: Descriptor; bytes: Buffer };
   private pendingSig?: { fsverity: string; der: Buffer };
   private pendingDeltas: Descriptor[] = [];
+  private pendingConfig?: Descriptor;
 
   constructor(ref: RegistryRef, opts: RegistryRemoteOptions = {}) {
     this.client = new RegistryClient(ref.origin, opts);
@@ -160,7 +164,8 @@ export class RegistryRemote implements PushTarget {
     const index = layers.find((l) => l?.mediaType === MT_OBJECT_INDEX);
     if (!image || !index) throw new RegistryError('BAD_MANIFEST', `${what}: cfsdist manifest ${m.digest} lacks the image or the object index layer`);
     const deltas = layers.filter((l) => (l?.mediaType === MT_DELTA || l?.mediaType === MT_DELTA_ZPATCH) && typeof l.annotations?.[ANN_DELTA_BASE] === 'string' && l.annotations?.[ANN_DELTA_TARGET] === image.annotations![ANN_FSVERITY]);
-    const info = { digest: m.digest, size: m.bytes.length, fsverity: image.annotations![ANN_FSVERITY]!, image, index, deltas };
+    const configs = layers.filter((l) => l?.mediaType === MT_IMAGE_CONFIG && typeof l.digest === 'string');
+    const info = { digest: m.digest, size: m.bytes.length, fsverity: image.annotations![ANN_FSVERITY]!, image, index, deltas, configs };
     this.images.set(info.fsverity, info);
     return info;
   }
@@ -224,6 +229,19 @@ export class RegistryRemote implements PushTarget {
   async putDelta(base: Buffer, target: Buffer, delta: Buffer, kind: DeltaKind = 'tree'): Promise<void> {
     const up = await this.client.ensureBlob(this.repo, delta);
     this.pendingDeltas.push({ mediaType: kind === 'zpatch' ? MT_DELTA_ZPATCH : MT_DELTA, digest: up.digest, size: up.size, annotations: { [ANN_DELTA_BASE]: toHex(base), [ANN_DELTA_TARGET]: toHex(target) } });
+  }
+
+  async getConfig(digest: string, size: number): Promise<Buffer | undefined> {
+    if (!this.current?.configs.some((l) => l.digest === digest)) return undefined;
+    const r = await this.client.getBlob(this.repo, digest);
+    // At most the signed size (+1, so a longer blob shows as longer); the pull checks the digest.
+    return r.buffer({ max: size + 1, what: `config ${digest} from ${this.where}` });
+  }
+
+  async putConfig(digest: string, bytes: Buffer): Promise<void> {
+    const up = await this.client.ensureBlob(this.repo, bytes);
+    if (up.digest !== digest) throw new RegistryError('DIGEST_MISMATCH', `config to push has digest ${up.digest}, not ${digest}`);
+    this.pendingConfig = { mediaType: MT_IMAGE_CONFIG, digest: up.digest, size: up.size };
   }
 
   async getFsveritySignature(digest: Buffer): Promise<Buffer | undefined> {
@@ -491,6 +509,10 @@ export class RegistryRemote implements PushTarget {
     for (const l of locs) blobs.set(l.blob.digest, l.blob);
     const layers: Descriptor[] = [img.desc, { mediaType: MT_OBJECT_INDEX, digest: index.digest, size: index.size }];
     for (const b of blobs.values()) layers.push({ mediaType: b.kind === 'pack' ? MT_PACK : b.encoding === 'gzip' ? `${MT_OBJECT}+gzip` : MT_OBJECT, digest: b.digest, size: b.size });
+    if (s.config) {
+      if (this.pendingConfig?.digest !== s.config.digest) throw new RegistryError('CONFIG_MISSING', `statement of ${name}:${tag} names config ${s.config.digest}, which was not uploaded to ${this.where} first`);
+      layers.push(this.pendingConfig);
+    }
     for (const d of this.pendingDeltas) if (d.annotations?.[ANN_DELTA_TARGET] === s.image) layers.push(d);
     const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_MANIFEST, artifactType: ARTIFACT_IMAGE, config: { mediaType: MT_CONFIG, digest: config.digest, size: config.size }, layers }));
     const mdigest = sha256(manifest);

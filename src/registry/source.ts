@@ -51,7 +51,7 @@ export async function openRegistryImage(ref: RegistryRef, opts: SourceOptions & 
       };
       return { mediaType: l.mediaType ?? '', digest: l.digest, size: l.size, diffId: diffIds?.[i], open: () => verified(raw(), { digest: l.digest, size: l.size, what }), openRaw: raw };
     });
-    return { kind: 'layers', name, config, layers, client, close: async () => client.close() };
+    return { kind: 'layers', name, config, configBytes, manifestDigest: m!.digest.startsWith('sha256:') ? m!.digest : undefined, layers, client, close: async () => client.close() };
   } catch (err) {
     client.close();
     throw err;

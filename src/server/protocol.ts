@@ -9,6 +9,8 @@
  *   GET|HEAD /v1/images/HEX               the composefs image
  *   GET  /v1/images/HEX/fsverity-signature  kernel PKCS#7 signature of the image (404 if none)
  *   GET|HEAD /v1/objects/HEX              one object
+ *   GET|HEAD /v1/configs/SHA256HEX        an image config (bytes as published; 64 hex of its
+ *                                         SHA-256), named by the statements whose image it is
  *   POST /v1/objects/query                body: N raw 32-byte digests; reply: a bitmap of
  *                                         ceil(N/8) bytes, bit i (byte i>>3, bit i&7, LSB
  *                                         first) set = the server has digest i
@@ -23,8 +25,10 @@
  *   PUT  /v1/images/HEX                   body: the image; refused (409, JSON {"missing":[HEX…]})
  *                                         unless every object it needs is present
  *   PUT  /v1/images/HEX/fsverity-signature
- *   PUT  /v1/statements/NAME/TAG          body: a statement; the image must be present and match
- *                                         it, the version must grow; moves the server's tag
+ *   PUT  /v1/configs/SHA256HEX            body: an image config (digest verified, ≤ 16 MiB)
+ *   PUT  /v1/statements/NAME/TAG          body: a statement; the image (and the config it names)
+ *                                         must be present and match it, the version must grow;
+ *                                         moves the server's tag
  * Bodies of PUT may carry a Content-Encoding (zstd, gzip).
  *
  * A pack (`application/vnd.cfsdist.pack.v1`) is a sequence of frames

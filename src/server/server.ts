@@ -19,7 +19,9 @@ import { open, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Store } from '../store/store.js';
+import { createHash } from 'node:crypto';
+import { MAX_CONFIG_BYTES } from '../store/store.js';
+import type { ImageMeta, Store } from '../store/store.js';
 import { writeTemp } from '../store/atomic.js';
 import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
 import type { PublicKeyEntry } from '../sign/keys.js';
@@ -346,7 +348,20 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
       }
       if (st.version <= curVersion) throw new HttpStatusError(409, `${where}: version ${st.version} is not newer than the server's version ${curVersion}`);
     }
-    await store.setTag(name, tag, image);
+    const meta: ImageMeta = {};
+    if (st.config) {
+      let cfg: Buffer;
+      try {
+        cfg = await store.readConfig(st.config.digest);
+      } catch {
+        throw new HttpStatusError(409, `${where}: config ${st.config.digest} is not on the server (push it first)`);
+      }
+      if (cfg.length !== st.config.size) throw new HttpStatusError(400, `${where}: statement says the config is ${st.config.size} bytes, it has ${cfg.length}`);
+      meta.config = st.config.digest;
+    }
+    if (st.manifest) meta.manifest = st.manifest;
+    if (st.platform) meta.platform = st.platform;
+    await store.setTag(name, tag, image, meta);
     await records.writeStatement(name, tag, st.version, bytes);
     sendJson(res, 201, { name, tag, version: st.version, image: st.image });
   };
@@ -357,6 +372,15 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     if (!(await store.hasImage(digest))) throw new HttpStatusError(409, `image ${toHex(digest)} is not on the server`);
     await records.writeFsveritySig(digest, der);
     sendJson(res, 201, { image: toHex(digest) });
+  };
+
+  const putConfig = async (req: IncomingMessage, res: ServerResponse, hex: string): Promise<void> => {
+    authorize(req);
+    const bytes = await readBody(req, MAX_CONFIG_BYTES, `config sha256:${hex}`);
+    const got = createHash('sha256').update(bytes).digest('hex');
+    if (got !== hex) throw new HttpStatusError(400, `config sha256:${hex}: the body's digest is sha256:${got}`);
+    await store.addConfig(bytes);
+    sendJson(res, 201, { config: `sha256:${hex}` });
   };
 
   const listTags = async (res: ServerResponse): Promise<void> => {
@@ -393,6 +417,11 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         if (isRead) return sendFile(req, res, store.objects.path(d), a!, 'application/octet-stream');
         if (m === 'PUT') return putObject(req, res, d);
       }
+    }
+    if (kind === 'configs' && parts.length === 3) {
+      if (!a || !isHexDigest(a)) throw new HttpStatusError(400, `not a sha256 digest: ${JSON.stringify(a)}`);
+      if (isRead) return sendFile(req, res, store.configPath(`sha256:${a}`), a, 'application/vnd.oci.image.config.v1+json');
+      if (m === 'PUT') return putConfig(req, res, a);
     }
     if (kind === 'images') {
       const d = digestOf(a);

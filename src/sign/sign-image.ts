@@ -63,8 +63,11 @@ export async function highestVersion(records: SignRecords, name: string, tag: st
 
 /** Sign what NAME:TAG points at in `store` with `key`; stores and returns the statement. */
 export async function signImage(store: Store, name: string, tag: string, key: PrivateKeyEntry, opts: SignImageOptions = {}): Promise<SignImageResult> {
-  const image = await store.getTag(name, tag);
-  if (!image) throw new SignError('TAG_MISSING', `cannot sign ${name}:${tag}: no such tag in the store ${store.dir}`);
+  const rec = await store.getTagRecord(name, tag);
+  if (!rec) throw new SignError('TAG_MISSING', `cannot sign ${name}:${tag}: no such tag in the store ${store.dir}`);
+  const image = rec.image;
+  // The config is signed with the image: its digest and size (the bytes must be here, intact).
+  const configBytes = rec.meta.config ? await store.readConfig(rec.meta.config) : undefined;
   const bytes = await readFile(store.imagePath(image));
   const facts = await imageFacts(bytes, `image ${toHex(image)}`);
   const records = new SignRecords(store.dir);
@@ -85,6 +88,9 @@ export async function signImage(store: Store, name: string, tag: string, key: Pr
     created: now,
     expires: now + (opts.expiresIn ?? DEFAULT_EXPIRY_SECONDS),
     version,
+    ...(configBytes ? { config: { digest: rec.meta.config!, size: configBytes.length } } : {}),
+    ...(rec.meta.manifest ? { manifest: rec.meta.manifest } : {}),
+    ...(rec.meta.platform ? { platform: rec.meta.platform } : {}),
   };
   const envelope = signStatement(statement, [key]);
   await records.writeStatement(name, tag, version, envelope);
@@ -128,6 +134,16 @@ export async function verifyImage(store: Store, name: string, tag: string, trust
   if (facts.count !== s.objectCount || facts.totalSize !== s.objectSize) {
     throw new SignError('IMAGE_MISMATCH', `${where}: needs ${facts.count} objects of ${facts.totalSize} bytes, statement says ${s.objectCount} of ${s.objectSize}`);
   }
-  const tagged = await store.getTag(name, tag);
-  return { ...v, tagMatches: Boolean(tagged && tagged.equals(image)) };
+  if (s.config) {
+    let cfg: Buffer;
+    try {
+      cfg = await store.readConfig(s.config.digest);
+    } catch (err) {
+      throw new SignError('IMAGE_MISMATCH', `${name}:${tag}: the stated config ${s.config.digest}: ${(err as Error).message}`);
+    }
+    if (cfg.length !== s.config.size) throw new SignError('IMAGE_MISMATCH', `${name}:${tag}: config ${s.config.digest} is ${cfg.length} bytes, statement says ${s.config.size}`);
+  }
+  const tagged = await store.getTagRecord(name, tag);
+  const tagMatches = Boolean(tagged && tagged.image.equals(image) && (tagged.meta.config ?? null) === (s.config?.digest ?? tagged.meta.config ?? null));
+  return { ...v, tagMatches };
 }

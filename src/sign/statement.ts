@@ -10,7 +10,15 @@
  *                    "image":   { "size": <bytes of the EROFS image> },
  *                    "objects": { "count": <unique objects>, "size": <sum of their sizes> },
  *                    "created": "<RFC 3339 UTC>", "expires": "<RFC 3339 UTC>",
- *                    "version": <integer ≥ 1, grows with every statement for NAME:TAG> } }
+ *                    "version": <integer ≥ 1, grows with every statement for NAME:TAG>,
+ *                    "config":  { "digest": "sha256:<hex>", "size": <bytes> },   (optional)
+ *                    "source":  { "manifest": "sha256:<hex>", "platform": "os/arch" } } }
+ *                                                                              (optional)
+ *
+ * `config` names the OCI image config (bytes as published) that `run` starts the image with;
+ * a client fetches those bytes and checks them against it before anything is committed.
+ * Statements signed before configs were kept have neither field and still verify (their
+ * images then run only with an explicit command).
  *
  * A client accepts a statement only if a trusted key signed it, it names the NAME:TAG asked
  * for, it is not expired (nor created in the future beyond a clock skew), and its version is
@@ -47,7 +55,16 @@ export interface ImageStatement {
   created: number;
   expires: number;
   version: number;
+  /** The image config: `sha256:<hex>` of its bytes and their length. */
+  config?: { digest: string; size: number };
+  /** The source image manifest's digest. */
+  manifest?: string;
+  /** `os/arch[/variant]`. */
+  platform?: string;
 }
+
+const SHA256 = /^sha256:[0-9a-f]{64}$/;
+const PLATFORM = /^[a-z0-9_]+\/[a-z0-9_]+(?:\/[a-z0-9_.]+)?$/;
 
 function rfc3339(sec: number): string {
   return new Date(sec * 1000).toISOString().replace('.000Z', 'Z');
@@ -81,6 +98,8 @@ export function statementPayload(s: ImageStatement): Buffer {
       created: rfc3339(s.created),
       expires: rfc3339(s.expires),
       version: s.version,
+      ...(s.config ? { config: { digest: s.config.digest, size: s.config.size } } : {}),
+      ...(s.manifest || s.platform ? { source: { ...(s.manifest ? { manifest: s.manifest } : {}), ...(s.platform ? { platform: s.platform } : {}) } } : {}),
     },
   };
   return Buffer.from(JSON.stringify(doc), 'utf8');
@@ -114,7 +133,30 @@ export function parseStatementPayload(body: Buffer, where: string): ImageStateme
   const img = p.image as Record<string, unknown> | undefined;
   const objs = p.objects as Record<string, unknown> | undefined;
   if (!img || !objs) bad('predicate lacks image/objects');
+  let config: ImageStatement['config'];
+  if (p.config !== undefined) {
+    const c = p.config as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || typeof c.digest !== 'string' || !SHA256.test(c.digest)) bad('predicate config has no sha256 digest');
+    config = { digest: c.digest as string, size: count(c.size, 'config.size', where) };
+  }
+  let manifest: string | undefined;
+  let platform: string | undefined;
+  if (p.source !== undefined) {
+    const src = p.source as Record<string, unknown>;
+    if (typeof src !== 'object' || src === null) bad('predicate source is not an object');
+    if (src.manifest !== undefined) {
+      if (typeof src.manifest !== 'string' || !SHA256.test(src.manifest)) bad('predicate source.manifest is not a sha256 digest');
+      manifest = src.manifest as string;
+    }
+    if (src.platform !== undefined) {
+      if (typeof src.platform !== 'string' || !PLATFORM.test(src.platform)) bad('predicate source.platform is not os/arch[/variant]');
+      platform = src.platform as string;
+    }
+  }
   return {
+    ...(config ? { config } : {}),
+    ...(manifest ? { manifest } : {}),
+    ...(platform ? { platform } : {}),
     name: p.name as string,
     tag: p.tag as string,
     image: image as string,

@@ -10,7 +10,7 @@ import type { VerityPool } from '../verity/parallel.js';
 import { StoreError } from './errors.js';
 import { isAlive } from './procid.js';
 import type { Release } from './lock.js';
-import type { Store } from './store.js';
+import type { Store, TagEntry } from './store.js';
 import { SIDECAR_SUFFIX, parseSidecar } from './sidecar.js';
 
 /** Options of fsck. */
@@ -51,6 +51,15 @@ export interface FsckReport {
   tempFiles: { path: string; stale: boolean; removed: boolean }[];
   /** Whether objects get fs-verity here, and why not. */
   verity: { supported: boolean; message: string };
+  /** Image configs checked. */
+  configs: number;
+  /** Configs whose bytes do not have their name's SHA-256 (--repair quarantines them). */
+  corruptConfigs: { digest: string; quarantined?: string }[];
+  /** Tags naming a config that is not present (or was quarantined). */
+  tagsMissingConfig: { name: string; tag: string; config: string }[];
+  /** Containers whose process is gone but whose mounts and directories are still there
+   * (left by a killed `run`); --repair removes them. */
+  staleContainers: { id: string; removed: boolean }[];
 }
 
 const BATCH = 4096;
@@ -92,8 +101,8 @@ async function hashAll(paths: string[], phase: 'objects' | 'images', opts: FsckO
 }
 
 /** Walk tags/ and classify every file. */
-export async function scanTags(store: Store): Promise<{ tags: { name: string; tag: string; image: Buffer }[]; bad: { path: string; message: string }[] }> {
-  const tags: { name: string; tag: string; image: Buffer }[] = [];
+export async function scanTags(store: Store): Promise<{ tags: TagEntry[]; bad: { path: string; message: string }[] }> {
+  const tags: TagEntry[] = [];
   const bad: { path: string; message: string }[] = [];
   const walk = async (rel: string): Promise<void> => {
     const dir = join(store.tagsDir, rel);
@@ -109,8 +118,8 @@ export async function scanTags(store: Store): Promise<{ tags: { name: string; ta
         continue;
       }
       try {
-        const image = await store.getTag(rel, e.name.slice(1));
-        if (image) tags.push({ name: rel, tag: e.name.slice(1), image });
+        const r = await store.getTagRecord(rel, e.name.slice(1));
+        if (r) tags.push({ name: rel, tag: e.name.slice(1), image: r.image, meta: r.meta });
       } catch (err) {
         bad.push({ path, message: (err as Error).message });
       }
@@ -153,6 +162,10 @@ export async function runFsck(store: Store, opts: FsckOptions = {}): Promise<Fsc
     badTags: [],
     tempFiles: [],
     verity: { supported: false, message: '' },
+    configs: 0,
+    corruptConfigs: [],
+    tagsMissingConfig: [],
+    staleContainers: [],
   };
 
   // Objects: recompute every digest (in parallel over the worker pool).
@@ -236,12 +249,38 @@ export async function runFsck(store: Store, opts: FsckOptions = {}): Promise<Fsc
     report.orphanSidecars.push({ path, removed });
   }
 
+  // Configs: recompute each SHA-256.
+  const configsPresent = new Set<string>();
+  for (const digest of await store.listConfigs()) {
+    report.configs++;
+    try {
+      await store.readConfig(digest);
+      configsPresent.add(digest);
+    } catch (err) {
+      if (!(err instanceof StoreError) || err.code !== 'CONFIG_CORRUPT') throw err;
+      const entry: FsckReport['corruptConfigs'][number] = { digest };
+      if (repair) entry.quarantined = await quarantine(store, store.configPath(digest), 'config-' + digest.slice(7));
+      else configsPresent.add(digest);
+      report.corruptConfigs.push(entry);
+    }
+  }
+
   // Tags.
   const tags = await scanTags(store);
   report.badTags = tags.bad;
   for (const t of tags.tags) {
     const hex = toHex(t.image);
     if (!imagesPresent.has(hex) && !(await store.hasImage(t.image))) report.danglingTags.push({ name: t.name, tag: t.tag, image: hex });
+    const cfg = t.meta.config;
+    if (cfg && !configsPresent.has(cfg) && !(await exists(store.configPath(cfg)))) report.tagsMissingConfig.push({ name: t.name, tag: t.tag, config: cfg });
+  }
+
+  // Containers left by a killed `run`.
+  const { staleContainers, removeContainer } = await import('../run/cleanup.js');
+  for (const id of await staleContainers(store)) {
+    let removed = false;
+    if (repair) removed = await removeContainer(store, id).then(() => true, () => false);
+    report.staleContainers.push({ id, removed });
   }
 
   // Temporary files.
@@ -262,7 +301,9 @@ export async function runFsck(store: Store, opts: FsckOptions = {}): Promise<Fsc
     report.imagesWithoutObjectList.length === 0 &&
     report.imagesMissingObjects.length === 0 &&
     report.danglingTags.length === 0 &&
-    report.badTags.length === 0;
+    report.badTags.length === 0 &&
+    report.corruptConfigs.length === 0 &&
+    report.tagsMissingConfig.length === 0;
   return report;
 }
 
@@ -284,6 +325,12 @@ export interface GcReport {
   removedObjects: string[];
   removedSidecars: string[];
   removedTempFiles: string[];
+  /** Image configs no tag or container names. */
+  removedConfigs: string[];
+  /** Containers left by a killed `run` (their mounts and directories), removed first. */
+  removedContainers: string[];
+  /** Images kept because a running container uses them. */
+  containerImages: number;
   /** Bytes freed by images, sidecars, objects and temporary files. */
   freedBytes: number;
   keptImages: number;
@@ -327,6 +374,9 @@ export async function runGc(store: Store, opts: GcOptions = {}): Promise<GcRepor
     removedObjects: [],
     removedSidecars: [],
     removedTempFiles: [],
+    removedConfigs: [],
+    removedContainers: [],
+    containerImages: 0,
     freedBytes: 0,
     keptImages: 0,
     keptObjects: 0,
@@ -345,6 +395,20 @@ export async function runGc(store: Store, opts: GcOptions = {}): Promise<GcRepor
       throw new StoreError('TAG_CORRUPT', `gc: cannot read tag ${tags.bad[0].path}: ${tags.bad[0].message} (run fsck; nothing was deleted)`);
     }
     const tagged = new Set(tags.tags.map((t) => toHex(t.image)));
+    const configs = new Set(tags.tags.map((t) => t.meta.config).filter((c): c is string => c !== undefined));
+
+    // Containers: a killed `run` leaves mounts and directories; remove those, and keep what
+    // running containers use as roots.
+    const { staleContainers, removeContainer, liveContainers } = await import('../run/cleanup.js');
+    for (const id of await staleContainers(store)) {
+      if (!dryRun) await removeContainer(store, id);
+      report.removedContainers.push(id);
+    }
+    for (const c of await liveContainers(store)) {
+      if (!tagged.has(c.image)) report.containerImages++;
+      tagged.add(c.image);
+      if (c.config) configs.add(c.config);
+    }
 
     // Images: keep tagged and young ones, with their objects.
     const imgs = await scanImages(store);
@@ -411,6 +475,17 @@ export async function runGc(store: Store, opts: GcOptions = {}): Promise<GcRepor
       }
       if (!dryRun) await remove(o.path);
       report.removedObjects.push(o.hex);
+      report.freedBytes += st.size;
+    }
+
+    // Configs no tag or container names.
+    for (const digest of await store.listConfigs()) {
+      if (configs.has(digest)) continue;
+      const path = store.configPath(digest);
+      const st = await sizeAndAge(path);
+      if (!st || young(st.mtimeMs)) continue;
+      if (!dryRun) await remove(path);
+      report.removedConfigs.push(digest);
       report.freedBytes += st.size;
     }
 

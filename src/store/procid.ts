@@ -19,6 +19,16 @@ function startTimeOf(pid: number): string | undefined {
   return rest[22 - 3];
 }
 
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat[stat.lastIndexOf(')') + 2];
+    return state === 'Z' || state === 'X';
+  } catch {
+    return false;
+  }
+}
+
 let self: string | undefined;
 
 /** This process's identity, `<pid>-<starttime>`. */
@@ -40,7 +50,9 @@ export function isAlive(name: string): boolean {
   if (!id) return false;
   if (id.pid === process.pid) return `${id.pid}-${id.start}` === selfId();
   const start = startTimeOf(id.pid);
-  if (start !== undefined) return id.start === '0' || start === id.start;
+  // A zombie (killed, not yet reaped by its parent) keeps its pid and start time but runs no
+  // more and holds nothing: it counts as gone.
+  if (start !== undefined) return (id.start === '0' || start === id.start) && !isZombie(id.pid);
   try {
     process.kill(id.pid, 0);
     return true;

@@ -9,9 +9,18 @@
  *   STORE/images/<64 hex>.objects    sidecar: the object digests the image references, one hex
  *                                    per line, sorted, unique; written (atomically) BEFORE the
  *                                    image, so an image present always has its list
- *   STORE/tags/<NAME>/:<TAG>         a tag: one line, the image's hex digest. NAME may contain
- *                                    `/` (nested directories); the `:` prefix keeps tag files
- *                                    apart from NAME components (names never contain `:`)
+ *   STORE/tags/<NAME>/:<TAG>         a tag: first line the image's hex digest, then optional
+ *                                    `KEY VALUE` lines about the container image it came from:
+ *                                    `config sha256:<hex>` (its OCI image config, in configs/),
+ *                                    `manifest sha256:<hex>` (the source manifest's digest),
+ *                                    `platform os/arch[/variant]`. NAME may contain `/` (nested
+ *                                    directories); the `:` prefix keeps tag files apart from
+ *                                    NAME components (names never contain `:`)
+ *   STORE/configs/<64 hex>           OCI image configs, byte for byte as published, named by
+ *                                    the SHA-256 of those bytes (what the manifest names)
+ *   STORE/containers/<ID>/           containers made by `run`/`bundle` (src/run): their record,
+ *                                    writable upper/work dirs and mount points; the images
+ *                                    they use are gc roots while they exist
  *   STORE/tmp/                       temporary files of writes in progress, named
  *                                    `.<pid>-<starttime>-<n>-<rand>.tmp` (stale when that
  *                                    process is gone: fsck reports them, gc deletes them)
@@ -40,6 +49,7 @@
 import { mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
 import { ObjectDir } from './objects.js';
@@ -61,11 +71,70 @@ export interface Lease {
   release(): void;
 }
 
+/** What a tag records about the container image beside the composefs image. */
+export interface ImageMeta {
+  /** `sha256:<hex>` of the OCI image config (in STORE/configs). */
+  config?: string;
+  /** `sha256:<hex>` of the source image manifest. */
+  manifest?: string;
+  /** `os/arch[/variant]`. */
+  platform?: string;
+}
+
 /** One tag. */
 export interface TagEntry {
   name: string;
   tag: string;
   image: Buffer;
+  meta: ImageMeta;
+}
+
+/** A tag's contents. */
+export interface TagRecord {
+  image: Buffer;
+  meta: ImageMeta;
+}
+
+const SHA256_DIGEST = /^sha256:[0-9a-f]{64}$/;
+const PLATFORM = /^[a-z0-9_]+\/[a-z0-9_]+(?:\/[a-z0-9_.]+)?$/;
+/** Largest image config the store accepts (the sources' limit for JSON documents). */
+export const MAX_CONFIG_BYTES = 16 << 20;
+
+/** Throw StoreError BAD_META unless `meta` has only well-formed fields. */
+export function checkImageMeta(meta: ImageMeta, where: string): void {
+  if (meta.config !== undefined && !SHA256_DIGEST.test(meta.config)) throw new StoreError('BAD_META', `${where}: config digest ${JSON.stringify(meta.config)} is not sha256:<64 hex>`);
+  if (meta.manifest !== undefined && !SHA256_DIGEST.test(meta.manifest)) throw new StoreError('BAD_META', `${where}: manifest digest ${JSON.stringify(meta.manifest)} is not sha256:<64 hex>`);
+  if (meta.platform !== undefined && !PLATFORM.test(meta.platform)) throw new StoreError('BAD_META', `${where}: platform ${JSON.stringify(meta.platform)} is not os/arch[/variant]`);
+}
+
+/** The text of a tag file. */
+function tagText(image: Buffer, meta: ImageMeta): string {
+  let t = toHex(image) + '\n';
+  if (meta.config) t += `config ${meta.config}\n`;
+  if (meta.manifest) t += `manifest ${meta.manifest}\n`;
+  if (meta.platform) t += `platform ${meta.platform}\n`;
+  return t;
+}
+
+/** Parse a tag file (first line the image, then KEY VALUE lines; unknown keys are ignored so
+ * that a newer cfsdist's tags stay readable). */
+function parseTagText(text: string, path: string): TagRecord {
+  const lines = text.split('\n').filter((l) => l !== '');
+  const hex = (lines[0] ?? '').trim();
+  if (!isHexDigest(hex)) throw new StoreError('TAG_CORRUPT', `${path}: not an image digest: ${JSON.stringify(hex.slice(0, 80))}`);
+  const meta: ImageMeta = {};
+  for (const line of lines.slice(1)) {
+    const sp = line.indexOf(' ');
+    const key = sp < 0 ? line : line.slice(0, sp);
+    const value = sp < 0 ? '' : line.slice(sp + 1).trim();
+    if (key === 'config' || key === 'manifest' || key === 'platform') meta[key] = value;
+  }
+  try {
+    checkImageMeta(meta, path);
+  } catch (err) {
+    throw new StoreError('TAG_CORRUPT', (err as Error).message);
+  }
+  return { image: fromHex(hex), meta };
 }
 
 const TAG_PREFIX = ':';
@@ -86,6 +155,10 @@ export class Store {
   readonly tmpDir: string;
   /** STORE/quarantine. */
   readonly quarantineDir: string;
+  /** STORE/configs. */
+  readonly configsDir: string;
+  /** STORE/containers. */
+  readonly containersDir: string;
 
   private constructor(dir: string, opts: { enableVerity?: boolean; fsync?: boolean }) {
     this.dir = dir;
@@ -93,6 +166,8 @@ export class Store {
     this.tagsDir = join(dir, 'tags');
     this.tmpDir = join(dir, 'tmp');
     this.quarantineDir = join(dir, 'quarantine');
+    this.configsDir = join(dir, 'configs');
+    this.containersDir = join(dir, 'containers');
     this.lock = new StoreLock(join(dir, 'lock'));
     this.objects = new ObjectDir(join(dir, 'objects'), {
       tmpDir: this.tmpDir,
@@ -110,7 +185,7 @@ export class Store {
       if (!opts.create) throw new StoreError('STORE_MISSING', `no cfsdist store at ${dir} (no ${s.objects.dir})`);
       await mkdir(s.objects.dir, { recursive: true });
     }
-    for (const d of [s.imagesDir, s.tagsDir, s.tmpDir, s.quarantineDir]) await mkdir(d, { recursive: true });
+    for (const d of [s.imagesDir, s.tagsDir, s.tmpDir, s.quarantineDir, s.configsDir]) await mkdir(d, { recursive: true });
     makeLockDirs(s.lock.dir);
     return s;
   }
@@ -256,16 +331,19 @@ export class Store {
     return join(this.tagsDir, name, TAG_PREFIX + tag);
   }
 
-  /** Point NAME:TAG at an image (atomic replace). The image must be in the store. */
-  async setTag(name: string, tag: string, image: Buffer): Promise<void> {
+  /** Point NAME:TAG at an image (atomic replace), recording `meta` with it. The image, and the
+   * config `meta` names, must be in the store. */
+  async setTag(name: string, tag: string, image: Buffer, meta: ImageMeta = {}): Promise<void> {
     const path = this.tagPath(name, tag);
+    checkImageMeta(meta, `tag ${name}:${tag}`);
     const release = await this.lock.shared();
     try {
       if (!(await this.hasImage(image))) throw new StoreError('IMAGE_MISSING', `cannot tag ${name}:${tag}: image ${toHex(image)} is not in the store`);
+      if (meta.config && !(await touch(this.configPath(meta.config)))) throw new StoreError('CONFIG_MISSING', `cannot tag ${name}:${tag}: config ${meta.config} is not in the store`);
       // Durability: objects and images the tag needs reach the disk before the tag does.
       await this.objects.sync();
       await mkdir(join(this.tagsDir, name), { recursive: true });
-      await this.writeFileAtomic(path, toHex(image) + '\n');
+      await this.writeFileAtomic(path, tagText(image, meta));
       await fsyncDir(join(this.tagsDir, name));
     } finally {
       release();
@@ -274,6 +352,11 @@ export class Store {
 
   /** The image NAME:TAG points at, or undefined. */
   async getTag(name: string, tag: string): Promise<Buffer | undefined> {
+    return (await this.getTagRecord(name, tag))?.image;
+  }
+
+  /** The image NAME:TAG points at and what the tag records about it, or undefined. */
+  async getTagRecord(name: string, tag: string): Promise<TagRecord | undefined> {
     const path = this.tagPath(name, tag);
     let text: string;
     try {
@@ -283,9 +366,51 @@ export class Store {
       if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
       throw err;
     }
-    const hex = text.trim();
-    if (!isHexDigest(hex)) throw new StoreError('TAG_CORRUPT', `${path}: not an image digest: ${JSON.stringify(hex.slice(0, 80))}`);
-    return fromHex(hex);
+    return parseTagText(text, path);
+  }
+
+  /** Path of a config (`sha256:<hex>`). */
+  configPath(digest: string): string {
+    if (!SHA256_DIGEST.test(digest)) throw new StoreError('BAD_META', `config digest ${JSON.stringify(digest)} is not sha256:<64 hex>`);
+    return join(this.configsDir, digest.slice(7));
+  }
+
+  /** Store an image config byte for byte; returns its `sha256:<hex>`. An existing one is
+   * touched (gc's grace period, as for objects). */
+  async addConfig(bytes: Buffer): Promise<string> {
+    if (bytes.length > MAX_CONFIG_BYTES) throw new StoreError('CONFIG_TOO_LARGE', `image config of ${bytes.length} bytes (at most ${MAX_CONFIG_BYTES})`);
+    const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+    const path = this.configPath(digest);
+    const release = await this.lock.shared();
+    try {
+      if (await touch(path)) return digest;
+      await mkdir(this.configsDir, { recursive: true });
+      await this.writeFileAtomic(path, bytes);
+      await fsyncDir(this.configsDir);
+      return digest;
+    } finally {
+      release();
+    }
+  }
+
+  /** A config's bytes, checked against its digest (StoreError CONFIG_MISSING / CONFIG_CORRUPT). */
+  async readConfig(digest: string): Promise<Buffer> {
+    const path = this.configPath(digest);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new StoreError('CONFIG_MISSING', `config ${digest} is not in the store (${path})`);
+      throw err;
+    }
+    if (createHash('sha256').update(bytes).digest('hex') !== digest.slice(7)) throw new StoreError('CONFIG_CORRUPT', `${path}: content does not match ${digest} (run fsck --repair)`);
+    return bytes;
+  }
+
+  /** The config digests present, sorted. */
+  async listConfigs(): Promise<string[]> {
+    const names = await readdir(this.configsDir).catch(() => [] as string[]);
+    return names.filter(isHexDigest).sort().map((h) => 'sha256:' + h);
   }
 
   /** Remove NAME:TAG; true if it existed. */
@@ -311,8 +436,8 @@ export class Store {
         else if (e.isFile() && e.name.startsWith(TAG_PREFIX) && rel) {
           const tag = e.name.slice(TAG_PREFIX.length);
           try {
-            const image = await this.getTag(rel, tag);
-            if (image) out.push({ name: rel, tag, image });
+            const r = await this.getTagRecord(rel, tag);
+            if (r) out.push({ name: rel, tag, image: r.image, meta: r.meta });
           } catch {
             /* invalid name/tag or corrupt file: fsck's business */
           }
@@ -352,9 +477,10 @@ export class Store {
     return runGc(this, opts);
   }
 
-  /** Write a small file atomically (tmp/, fsync, rename). Caller holds the lock. */
-  private async writeFileAtomic(path: string, text: string): Promise<void> {
-    const tmp = await writeTemp(this.tmpDir, Buffer.from(text, 'latin1'), { what: path });
+  /** Write a small file of the store atomically (tmp/, fsync, rename into place): tags,
+   * configs, container records. A string is written as latin1. */
+  async writeFileAtomic(path: string, text: string | Buffer): Promise<void> {
+    const tmp = await writeTemp(this.tmpDir, typeof text === 'string' ? Buffer.from(text, 'latin1') : text, { what: path });
     try {
       await rename(tmp.path, path);
     } catch (err) {

@@ -63,7 +63,14 @@ export function register(program: Command): void {
     .action(async (mountpoint: string, opts: { lazy?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const m = await import('../../mount/index.js');
-      const r = await m.unmount(m.canonicalMountpoint(mountpoint), { lazy: Boolean(opts.lazy) });
+      const mp = m.canonicalMountpoint(mountpoint);
+      const r = await m.unmount(mp, { lazy: Boolean(opts.lazy) });
+      // The rootfs of a `cfsdist bundle`: its container (writable layer) goes with it.
+      const { Store } = await import('../../store/store.js');
+      const store = await Store.open(g.store).catch(() => undefined);
+      const { bundleAt, removeContainer } = await import('../../run/cleanup.js');
+      const b = store && (await bundleAt(store, mp));
+      if (store && b) await removeContainer(store, b.id, { record: b });
       if (g.json) return outJson(r);
       const extra = [
         r.unmounted.length > 1 ? `also unmounted ${r.unmounted.slice(1).join(', ')}` : '',

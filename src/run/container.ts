@@ -1,0 +1,422 @@
+/**
+ * Containers: an image of the store mounted read-only with a writable overlay on top, an OCI
+ * runtime spec made from its config, and an OCI runtime (runc) started on that bundle.
+ *
+ *   STORE/containers/<ID>/container.json   the record (below), written before anything is
+ *                                          created and updated as the container changes phase
+ *   STORE/containers/<ID>/upper/, work/    the container's writes (overlayfs upper and work)
+ *   STORE/containers/<ID>/rootfs/          its root filesystem (mount point) — for `bundle`,
+ *                                          the rootfs is DIR/rootfs instead
+ *   STORE/containers/<ID>/lower/           the FUSE mount of the image (--fuse only)
+ *   STORE/containers/<ID>/config.json      the runtime spec (`run`; `bundle` writes DIR/)
+ *   STORE/containers/<ID>/runtime/         the runtime's state (`runc --root`)
+ *
+ * The record names the process that owns the container (`<pid>-<starttime>`): a `run` whose
+ * process is gone (SIGKILL) left a stale container, which the next `run`, `gc` or
+ * `fsck --repair` removes (cleanup.ts). While a container exists its image and config are gc
+ * roots; the record is written under a store lease, so gc never runs between resolving the
+ * image and recording that it is in use.
+ *
+ * The image and the objects are never written: they are lower layers; every write lands in
+ * the container's own upper directory, so two containers of one image never see each other's.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Store } from '../store/store.js';
+import type { ImageMeta } from '../store/store.js';
+import { parseRef } from '../store/names.js';
+import { isAlive, selfId } from '../store/procid.js';
+import { isHexDigest, toHex } from '../verity/digest.js';
+import { RunError } from './errors.js';
+import { parseImageConfig, resolveArgs, mergeEnv, resolveWorkdir, parseSignal } from './command.js';
+import type { ImageRunConfig } from './command.js';
+import { resolveUser } from './user.js';
+import { runtimeSpec } from './spec.js';
+import { readInRoot, resolveInRoot } from './rootfs.js';
+
+/** What is recorded about a container. */
+export interface ContainerRecord {
+  version: 1;
+  /** Container ID: `--name`, else random hex. Also the runtime's container ID. */
+  id: string;
+  /** `run` (owned by a `cfsdist run` process) or `bundle` (lives while its rootfs is mounted). */
+  kind: 'run' | 'bundle';
+  /** `creating` until the rootfs is mounted, `running`, `exited` (kept: `--name`). */
+  phase: 'creating' | 'running' | 'exited';
+  /** Image digest (hex). */
+  image: string;
+  /** What the user named. */
+  ref: string;
+  /** Image config digest (`sha256:…`), when the image has one. */
+  config?: string;
+  /** `<pid>-<starttime>` of the owning process. */
+  owner: string;
+  /** Keep the directory (upper layer) after exit: `--name` without `--rm`. */
+  keep: boolean;
+  /** Canonical path of the root filesystem mount. */
+  rootfs: string;
+  /** `kernel` or `fuse`, once mounted. */
+  mode?: 'kernel' | 'fuse';
+  /** Runtime executable and its state root (`--root`), once started. */
+  runtime?: string;
+  runtimeRoot?: string;
+  /** Exit status, once exited. */
+  exitCode?: number;
+  created: string;
+}
+
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+const RECORD = 'container.json';
+
+/** Directory of container `id`. */
+export function containerDir(store: Store, id: string): string {
+  return join(store.containersDir, id);
+}
+
+/** Read a container's record; undefined when it has none (yet). */
+export async function readRecord(store: Store, id: string): Promise<ContainerRecord | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(containerDir(store, id), RECORD), 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const r = JSON.parse(text) as ContainerRecord;
+    if (r.version !== 1 || r.id !== id || !isHexDigest(r.image)) return undefined;
+    return r;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Write a container's record atomically. */
+export async function writeRecord(store: Store, r: ContainerRecord): Promise<void> {
+  await store.writeFileAtomic(join(containerDir(store, r.id), RECORD), Buffer.from(JSON.stringify(r, null, 2) + '\n'));
+}
+
+/** IDs of all container directories. */
+export async function listContainerIds(store: Store): Promise<string[]> {
+  const { readdir } = await import('node:fs/promises');
+  const names = await readdir(store.containersDir).catch(() => [] as string[]);
+  return names.filter((n) => NAME.test(n)).sort();
+}
+
+/** An image and what is known about the container image it came from. */
+export interface ImageRef {
+  digest: Buffer;
+  path: string;
+  meta: ImageMeta;
+  /** Parsed config (its `config` field), when the image has one. */
+  config?: ImageRunConfig;
+  configBytes?: Buffer;
+}
+
+/** NAME[:TAG] or image digest → the image, its tag metadata and config. For a bare digest the
+ * first tag naming that image with a config supplies it. */
+export async function resolveImage(store: Store, ref: string): Promise<ImageRef> {
+  const digest = await store.resolveImage(ref);
+  let meta: ImageMeta = {};
+  const bare = ref.startsWith('sha256:') ? ref.slice(7) : ref;
+  if (!isHexDigest(bare)) {
+    const { name, tag } = parseRef(ref);
+    meta = (await store.getTagRecord(name, tag))?.meta ?? {};
+  } else {
+    const t = (await store.listTags()).find((e) => e.image.equals(digest) && e.meta.config);
+    if (t) meta = t.meta;
+  }
+  const out: ImageRef = { digest, path: store.imagePath(digest), meta };
+  if (meta.config) {
+    out.configBytes = await store.readConfig(meta.config);
+    out.config = parseImageConfig(out.configBytes).config;
+  }
+  return out;
+}
+
+/** Options of `createContainer`. */
+export interface CreateOptions {
+  ref: string;
+  kind: 'run' | 'bundle';
+  /** `--name`; default a random ID. */
+  name?: string;
+  keep?: boolean;
+  /** Root filesystem mount point (bundle: DIR/rootfs); default the container's rootfs/. */
+  rootfs?: string;
+}
+
+/** Make a container's directory and record (under a lease: from then on gc keeps its image).
+ * Stale containers of killed runs are removed first. */
+export async function createContainer(store: Store, o: CreateOptions): Promise<{ record: ContainerRecord; image: ImageRef; dir: string }> {
+  const { removeStaleContainers } = await import('./cleanup.js');
+  await removeStaleContainers(store);
+  return store.withLease(async () => {
+    const image = await resolveImage(store, o.ref);
+    const id = o.name ?? randomBytes(8).toString('hex');
+    if (!NAME.test(id)) throw new RunError('BAD_NAME', `invalid container name ${JSON.stringify(id)}: use letters, digits, '_', '.', '-' (at most 128, not starting with a punctuation mark)`);
+    const dir = containerDir(store, id);
+    await mkdir(store.containersDir, { recursive: true });
+    try {
+      await mkdir(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new RunError('NAME_IN_USE', `a container named ${id} exists (${dir}); remove it with cfsdist container rm ${id}`);
+      }
+      throw e;
+    }
+    const record: ContainerRecord = {
+      version: 1,
+      id,
+      kind: o.kind,
+      phase: 'creating',
+      image: toHex(image.digest),
+      ref: o.ref,
+      config: image.meta.config,
+      owner: selfId(),
+      keep: Boolean(o.keep),
+      rootfs: o.rootfs ?? join(dir, 'rootfs'),
+      created: new Date().toISOString(),
+    };
+    try {
+      await writeRecord(store, record);
+      for (const d of ['upper', 'work', ...(o.rootfs ? [] : ['rootfs'])]) await mkdir(join(dir, d), { mode: 0o755 });
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return { record, image, dir };
+  });
+}
+
+/** How to mount a container's root filesystem. */
+export interface RootfsOptions {
+  /** Userspace mount of the image (verifies every read). */
+  fuse?: boolean;
+  /** Require fs-verity for the kernel mount (default true: refuse without it). */
+  verity?: boolean;
+  /** Messages for the user (stderr). */
+  log?: (line: string) => void;
+}
+
+/** A mounted container rootfs; `release` unmounts it (FUSE: ends the session). */
+export interface MountedRootfs {
+  mode: 'kernel' | 'fuse';
+  verity: boolean;
+  release(): Promise<void>;
+}
+
+/** Mount image + writable upper at the record's rootfs (kernel, or FUSE lower + overlay). */
+export async function mountRootfs(store: Store, rec: ContainerRecord, image: ImageRef, o: RootfsOptions): Promise<MountedRootfs> {
+  const m = await import('../mount/index.js');
+  const dir = containerDir(store, rec.id);
+  const upper = { upperdir: join(dir, 'upper'), workdir: join(dir, 'work') };
+  let fuse = Boolean(o.fuse);
+  if (!fuse) {
+    const why = m.kernelMountUnavailable();
+    if (why) {
+      o.log?.(`cfsdist: ${why}: using the userspace (FUSE) mount`);
+      fuse = true;
+    }
+  }
+  await m.checkImageDigest({ path: image.path, digest: image.digest, ref: rec.ref });
+  if (!fuse) {
+    const verity = await store.objects.verity.probe();
+    if (!verity && o.verity !== false) {
+      throw new RunError(
+        'NO_VERITY',
+        `${(store.objects.verity.message || `fs-verity is not available for ${store.objects.dir}`).replace(/; objects are stored without it$/, '')}. ` +
+          'Without it the kernel does not check object contents against the image: use --no-verity to accept that, or --fuse (verifies every read).',
+      );
+    }
+    rec.mode = 'kernel';
+    await writeRecord(store, rec);
+    await m.mountKernel({ image: image.path, objects: store.objects.dir, mountpoint: rec.rootfs, verity, ref: rec.ref, imageDigest: rec.image, upper, force: m.compatFromEnv() });
+    return { mode: 'kernel', verity, release: async () => void (await m.unmount(rec.rootfs)) };
+  }
+  const noFuse = m.fuseUnavailable();
+  if (noFuse) throw new RunError('NO_FUSE', `cannot mount ${rec.ref} with FUSE: ${noFuse}`);
+  const lower = join(dir, 'lower');
+  await mkdir(lower, { recursive: true });
+  rec.mode = 'fuse';
+  await writeRecord(store, rec);
+  const fm = await m.mountFuse({ image: image.path, imageDigest: image.digest, objects: store.objects.dir, mountpoint: lower, ref: rec.ref, log: o.log });
+  try {
+    const { legacyMount } = await import('../mount/compat.js');
+    const esc = (p: string): string => p.replace(/[\\:,]/g, (c) => `\\${c}`);
+    await legacyMount('overlay', 'cfsdist', rec.rootfs, [`lowerdir=${esc(lower)}`, `upperdir=${esc(upper.upperdir)}`, `workdir=${esc(upper.workdir)}`]);
+  } catch (e) {
+    await fm.unmount();
+    throw e;
+  }
+  return {
+    mode: 'fuse',
+    verity: true,
+    release: async () => {
+      await unmountPlain(rec.rootfs);
+      await fm.unmount();
+    },
+  };
+}
+
+/** Unmount a path if something is mounted there (lazily when busy). */
+export async function unmountPlain(path: string): Promise<void> {
+  const { mountAt } = await import('../mount/mountinfo.js');
+  const { runUmount } = await import('../mount/compat.js');
+  for (let i = 0; i < 3 && mountAt(path); i++) {
+    const err = await runUmount(path, i === 2);
+    if (err && i === 2 && mountAt(path)) throw new RunError('UMOUNT_FAILED', `umount ${path}: ${err}`);
+  }
+}
+
+/** What the user asked for, over the image config. */
+export interface ProcessOptions {
+  command?: string[];
+  entrypoint?: string;
+  env?: string[];
+  user?: string;
+  workdir?: string;
+  readOnly?: boolean;
+  /** Hostname (default the container ID, at most 63 characters of it). */
+  hostname?: string;
+  /** How `root.path` is written (default `rootfs`, relative to the bundle). */
+  rootPath?: string;
+}
+
+/** Build the runtime spec for a container whose rootfs is mounted: resolve the command, the
+ * user (from the image's own /etc/passwd and /etc/group), create a missing working directory
+ * in the upper layer. */
+export async function buildSpec(rec: ContainerRecord, image: ImageRef, p: ProcessOptions, hostEnv: NodeJS.ProcessEnv = process.env): Promise<{ spec: ReturnType<typeof runtimeSpec>; stopSignal: NodeJS.Signals }> {
+  const cfg: ImageRunConfig = image.config ?? {};
+  if (!image.config && !(p.command?.length || p.entrypoint)) {
+    throw new RunError('NO_COMMAND', `${rec.ref} has no image config (imported from a directory, or signed before configs were kept): give a COMMAND`);
+  }
+  const args = resolveArgs(cfg, p.command ?? [], p.entrypoint);
+  const env = mergeEnv(cfg.Env, p.env ?? [], hostEnv);
+  const cwd = resolveWorkdir(cfg.WorkingDir, p.workdir);
+  const passwd = await readInRoot(rec.rootfs, '/etc/passwd');
+  const group = await readInRoot(rec.rootfs, '/etc/group');
+  const user = resolveUser(p.user ?? cfg.User ?? '', passwd, group);
+  await resolveInRoot(rec.rootfs, cwd, { create: true });
+  const spec = runtimeSpec({
+    args,
+    env,
+    cwd,
+    user,
+    hostname: p.hostname ?? rec.id.slice(0, 63),
+    rootfs: p.rootPath ?? 'rootfs',
+    readonly: Boolean(p.readOnly),
+    labels: cfg.Labels ?? undefined,
+  });
+  return { spec, stopSignal: parseSignal(cfg.StopSignal) };
+}
+
+/** Find an executable: a path as given, else the first match on $PATH. */
+export async function findRuntime(name: string): Promise<string> {
+  const { access, constants } = await import('node:fs/promises');
+  const candidates = name.includes('/') ? [name] : (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':').map((d) => join(d || '.', name));
+  for (const c of candidates) {
+    if (await access(c, constants.X_OK).then(() => true, () => false)) return c;
+  }
+  throw new RunError('NO_RUNTIME', `OCI runtime ${name} not found${name.includes('/') ? '' : ' on $PATH'}: install it (Debian: apt-get install runc) or give --runtime PATH`);
+}
+
+/** Options of `runContainer`. */
+export interface RunOptions extends ProcessOptions, RootfsOptions {
+  ref: string;
+  name?: string;
+  /** Remove the container on exit even with a name. */
+  rm?: boolean;
+  /** Runtime executable (default `runc`). */
+  runtime?: string;
+  /** Stdio of the container (default inherit). */
+  stdio?: 'inherit' | 'pipe';
+  /** Called once the runtime process started (tests, progress). */
+  onStart?: (rec: ContainerRecord) => void;
+}
+
+/** Result of a container run. */
+export interface RunResult {
+  id: string;
+  exitCode: number;
+  /** Signal that ended the runtime process itself, if any. */
+  signal?: string;
+  mode: 'kernel' | 'fuse';
+  verity: boolean;
+  kept: boolean;
+}
+
+/** Create, mount, start and wait for a container; remove what it used when it exits (see the
+ * file comment). SIGINT, SIGTERM and SIGHUP of this process are passed to the runtime, which
+ * passes them on to the container's process. */
+export async function runContainer(store: Store, o: RunOptions): Promise<RunResult> {
+  const runtime = await findRuntime(o.runtime ?? 'runc');
+  const keep = Boolean(o.name) && !o.rm;
+  const { record: rec, image, dir } = await createContainer(store, { ref: o.ref, kind: 'run', name: o.name, keep });
+  let mounted: MountedRootfs | undefined;
+  const forward: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  let pending: NodeJS.Signals | undefined;
+  let child: import('node:child_process').ChildProcess | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (child?.pid) child.kill(sig);
+    else pending = sig;
+  };
+  for (const s of forward) process.on(s, onSignal);
+  try {
+    mounted = await mountRootfs(store, rec, image, o);
+    const { spec } = await buildSpec(rec, image, o);
+    await writeFile(join(dir, 'config.json'), JSON.stringify(spec, null, 2) + '\n');
+    const runtimeRoot = join(dir, 'runtime');
+    await mkdir(runtimeRoot, { mode: 0o700 });
+    rec.phase = 'running';
+    rec.runtime = runtime;
+    rec.runtimeRoot = runtimeRoot;
+    await writeRecord(store, rec);
+    if (pending) throw new RunError('INTERRUPTED', `interrupted (${pending}) before the container started`);
+    const { spawn } = await import('node:child_process');
+    const c = spawn(runtime, ['--root', runtimeRoot, 'run', '--bundle', dir, rec.id], { stdio: o.stdio ?? 'inherit' });
+    child = c;
+    const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      c.on('error', (e) => reject(new RunError('RUNTIME_FAILED', `cannot start ${runtime}: ${e.message}`)));
+      c.on('exit', (code, signal) => resolve({ code, signal }));
+    });
+    o.onStart?.(rec);
+    const r = await done;
+    const exitCode = r.code ?? 128 + ((await import('node:os')).constants.signals[r.signal ?? 'SIGKILL'] ?? 9);
+    rec.phase = 'exited';
+    rec.exitCode = exitCode;
+    return { id: rec.id, exitCode, signal: r.signal ?? undefined, mode: mounted.mode, verity: mounted.verity, kept: keep };
+  } finally {
+    for (const s of forward) process.off(s, onSignal);
+    await finish(store, rec, mounted);
+  }
+}
+
+/** After a run: runtime state, mounts, and the directory unless the container is kept. */
+async function finish(store: Store, rec: ContainerRecord, mounted: MountedRootfs | undefined): Promise<void> {
+  const { removeContainer } = await import('./cleanup.js');
+  if (mounted) {
+    await deleteRuntimeState(rec);
+    await mounted.release();
+  }
+  await removeContainer(store, rec.id, { keepDir: rec.keep, record: rec });
+}
+
+/** `runtime delete --force` of the container, when a runtime was started (best effort). */
+export async function deleteRuntimeState(rec: ContainerRecord): Promise<void> {
+  if (!rec.runtime || !rec.runtimeRoot) return;
+  const exists = await stat(join(rec.runtimeRoot, rec.id)).then(() => true, () => false);
+  if (!exists) return;
+  const { runTool } = await import('../mount/compat.js');
+  await runTool(rec.runtime, ['--root', rec.runtimeRoot, 'delete', '--force', rec.id], { timeoutMs: 10_000 }).catch(() => undefined);
+}
+
+/** Is the container's owner gone (and so the container stale, unless kept)? */
+export function ownerGone(rec: ContainerRecord): boolean {
+  return !isAlive(rec.owner);
+}
+
+/** Move a finished kept container's record to `exited`. */
+export async function markExited(store: Store, rec: ContainerRecord): Promise<void> {
+  rec.phase = 'exited';
+  await writeRecord(store, rec);
+}
