@@ -74,7 +74,7 @@ test('pull uses a delta from the local previous version; bad deltas fall back to
     ok(['--store', server, '--quiet', 'import', `dir:${src}`, 'app:latest']);
     ok(['key', 'generate', '--out', key]);
     ok(['--store', server, 'sign', 'app:latest', '--key', key]);
-    const v1 = readFileSync(join(server, 'tags', 'app', ':latest'), 'utf8').trim();
+    const v1 = readFileSync(join(server, 'tags', 'app', ':latest'), 'utf8').split('\n')[0]!.trim(); // first line: the image digest
     const s = await serve(server);
     proc = s.proc;
     const ref = `${s.url}/app:latest`;

@@ -58,7 +58,7 @@ test('push without a token (401) or with a wrong one (403) is refused and stores
   assert.equal(wrong.code, 1);
   assert.match(wrong.stderr, /: 403: wrong bearer token/);
   assert.deepEqual(await snapshotStore(serverStore), before);
-  assert.deepEqual(before, { objects: [], images: [], tags: {} });
+  assert.deepEqual(before, { objects: [], images: [], tags: {}, configs: [], tagConfigs: {} });
   assert.equal(await new SignRecords(serverStore).readStatement(fam.name, 'v1'), undefined);
 });
 
