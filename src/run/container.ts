@@ -220,7 +220,8 @@ export async function mountRootfs(store: Store, rec: ContainerRecord, image: Ima
   }
   await m.checkImageDigest({ path: image.path, digest: image.digest, ref: rec.ref });
   if (!fuse) {
-    const verity = await store.objects.verity.probe();
+    // --no-verity: no need to ask the filesystem (a probe costs a process).
+    const verity = o.verity === false ? false : await store.objects.verity.probe();
     if (!verity && o.verity !== false) {
       throw new RunError(
         'NO_VERITY',
@@ -349,9 +350,11 @@ export interface RunResult {
  * file comment). SIGINT, SIGTERM and SIGHUP of this process are passed to the runtime, which
  * passes them on to the container's process. */
 export async function runContainer(store: Store, o: RunOptions): Promise<RunResult> {
+  trace('run: start');
   const runtime = await findRuntime(o.runtime ?? 'runc');
   const keep = Boolean(o.name) && !o.rm;
   const { record: rec, image, dir } = await createContainer(store, { ref: o.ref, kind: 'run', name: o.name, keep });
+  trace('run: container created');
   let mounted: MountedRootfs | undefined;
   const forward: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   let pending: NodeJS.Signals | undefined;
@@ -363,7 +366,9 @@ export async function runContainer(store: Store, o: RunOptions): Promise<RunResu
   for (const s of forward) process.on(s, onSignal);
   try {
     mounted = await mountRootfs(store, rec, image, o);
+    trace(`run: rootfs mounted (${mounted.mode})`);
     const { spec } = await buildSpec(rec, image, o);
+    trace('run: spec built');
     await writeFile(join(dir, 'config.json'), JSON.stringify(spec, null, 2) + '\n');
     const runtimeRoot = join(dir, 'runtime');
     await mkdir(runtimeRoot, { mode: 0o700 });
@@ -379,8 +384,10 @@ export async function runContainer(store: Store, o: RunOptions): Promise<RunResu
       c.on('error', (e) => reject(new RunError('RUNTIME_FAILED', `cannot start ${runtime}: ${e.message}`)));
       c.on('exit', (code, signal) => resolve({ code, signal }));
     });
+    trace('run: runtime spawned');
     o.onStart?.(rec);
     const r = await done;
+    trace('run: runtime exited');
     const exitCode = r.code ?? 128 + ((await import('node:os')).constants.signals[r.signal ?? 'SIGKILL'] ?? 9);
     rec.phase = 'exited';
     rec.exitCode = exitCode;
@@ -388,7 +395,13 @@ export async function runContainer(store: Store, o: RunOptions): Promise<RunResu
   } finally {
     for (const s of forward) process.off(s, onSignal);
     await finish(store, rec, mounted);
+    trace('run: cleaned up');
   }
+}
+
+/** With CFSDIST_TRACE set, print milliseconds since process start at each step (stderr). */
+function trace(step: string): void {
+  if (process.env.CFSDIST_TRACE) process.stderr.write(`cfsdist: ${performance.now().toFixed(1)} ms ${step}\n`);
 }
 
 /** After a run: runtime state, mounts, and the directory unless the container is kept. */
