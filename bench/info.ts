@@ -18,7 +18,7 @@ export type { BenchRow };
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(REPO, 'bin', 'cfsdist');
-const REF_BIN = resolve(REPO, '..', 'shared', 'reference-bin');
+const REF_BIN = (process.env.CFSDIST_REFERENCE_BIN ? resolve(process.env.CFSDIST_REFERENCE_BIN) : resolve(REPO, '..', 'shared', 'reference-bin'));
 const INFO = join(REF_BIN, 'composefs-info');
 const MK = join(REF_BIN, 'mkcomposefs');
 

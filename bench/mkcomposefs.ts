@@ -12,7 +12,7 @@ import { generateDumpfile } from './gen-dumpfile.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(REPO, 'bin', 'cfsdist');
-const REF = resolve(REPO, '..', 'shared', 'reference-bin', 'mkcomposefs');
+const REF = resolve(process.env.CFSDIST_REFERENCE_BIN ?? resolve(REPO, '..', 'shared', 'reference-bin'), 'mkcomposefs');
 
 /** Run the benchmark and return its rows. */
 export async function run(): Promise<BenchRow[]> {

@@ -20,7 +20,7 @@ import type { BenchRow } from './types.js';
 export type { BenchRow };
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const MKCOMPOSEFS = resolve(REPO, '..', 'shared', 'reference-bin', 'mkcomposefs');
+const MKCOMPOSEFS = resolve(process.env.CFSDIST_REFERENCE_BIN ?? resolve(REPO, '..', 'shared', 'reference-bin'), 'mkcomposefs');
 const N = 100_000;
 const SRC = `/var/tmp/cfsdist-test-cache/bench-store-100k-v1`;
 

@@ -6,16 +6,17 @@ import { fileURLToPath } from 'node:url';
 
 /** Repository root (tests run from dist/test/). */
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** ../shared/vectors beside the checkout. */
-export const VECTORS = resolve(REPO, '..', 'shared', 'vectors');
-/** Upstream reference binaries (oracle only). */
-export const REFERENCE_BIN = resolve(REPO, '..', 'shared', 'reference-bin');
+/** The test vectors, part of the repository (test/vectors/README.md says what they are). */
+export const VECTORS = resolve(REPO, 'test', 'vectors');
+/** Upstream reference binaries (oracle only, optional): $CFSDIST_REFERENCE_BIN, default
+ * ../shared/reference-bin beside the checkout. */
+export const REFERENCE_BIN = process.env.CFSDIST_REFERENCE_BIN ? resolve(process.env.CFSDIST_REFERENCE_BIN) : resolve(REPO, '..', 'shared', 'reference-bin');
 /** The CLI entry point. */
 export const CLI = join(REPO, 'bin', 'cfsdist');
 
 /** A skip reason when the vectors are absent, else false. */
 export function vectorsMissing(): string | false {
-  return existsSync(VECTORS) ? false : `test vectors not found at ${VECTORS}`;
+  return existsSync(VECTORS) ? false : `test vectors not found at ${VECTORS} (they are part of the repository: is the checkout complete?)`;
 }
 
 /** A skip reason when not running as root, else false. */
