@@ -63,3 +63,25 @@ export function lstatTree(root: string): Map<string, StatEntry> {
   rec('');
   return out;
 }
+
+/** What part of node:test's context the skip helpers use. */
+interface SkipContext {
+  skip(message?: string): void;
+}
+
+/**
+ * A Debian tool a check needs is missing: under CI=true (where test.sh installed everything)
+ * that is a failure; elsewhere a visible skip of the test, with the reason printed.
+ * Returns only when the check should be left out.
+ */
+export function toolMissing(t: SkipContext, reason: string): void {
+  if (process.env.CI === 'true') throw new Error(`${reason} (CI=true: test.sh installs it, so this is a failure, not a skip)`);
+  process.stderr.write(`skipped: ${reason}\n`);
+  t.skip(reason);
+}
+
+/** The optional C reference binaries are absent: always a visible skip (never a failure). */
+export function referenceMissing(t: SkipContext, reason: string): void {
+  process.stderr.write(`skipped: ${reason} (set CFSDIST_REFERENCE_BIN)\n`);
+  t.skip(reason);
+}

@@ -18,6 +18,7 @@ import { fsverityDigest, toHex } from '../src/verity/digest.js';
 import { decodeBitmap, readPack } from '../src/server/protocol.js';
 import { cleanup, makeImageFamily, makeKey, signTag, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
+import { toolMissing } from './helpers.js';
 
 interface Reply {
   status: number;
@@ -129,14 +130,15 @@ test('images and objects: immutable caching, HEAD, Range, If-None-Match', async 
   assert.equal((await call('GET', `/v1/objects/${'0'.repeat(64)}`)).status, 404);
 });
 
-test('encodings: gzip and zstd bodies decode to the same bytes', async () => {
+test('encodings: gzip and zstd bodies decode to the same bytes', async (t) => {
   const hex = toHex(fam.v1.image);
   const file = readFileSync(join(fam.storeDir, 'images', hex));
   const gz = await call('GET', `/v1/images/${hex}`, { headers: { 'Accept-Encoding': 'gzip' } });
   assert.equal(gz.headers['content-encoding'], 'gzip');
   assert.ok(gunzipSync(gz.body).equals(file));
   assert.ok(gz.body.length < file.length, 'a metadata image compresses');
-  if (haveZstd) {
+  if (!haveZstd) toolMissing(t, 'zstd (Debian package zstd) not installed: the zstd encoding is not checked');
+  else {
     const z = await call('GET', `/v1/images/${hex}`, { headers: { 'Accept-Encoding': 'zstd, gzip' } });
     assert.equal(z.headers['content-encoding'], 'zstd');
     const d = spawnSync('zstd', ['-d', '-c'], { input: z.body });
