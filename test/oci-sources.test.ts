@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { openSource, splitPathRef, type LayeredSource } from '../src/oci/source.js';
+import { hostArchitecture, openSource, splitPathRef, type LayeredSource } from '../src/oci/source.js';
 import { SourceError } from '../src/oci/errors.js';
 import { readSourceTree } from '../src/oci/import.js';
 import { lookup } from '../src/tree/tree.js';
@@ -66,14 +66,18 @@ function multiPlatformLayout(dir: string): { amd: Buffer; arm: Buffer } {
   return { amd: amd.tar, arm: arm.tar };
 }
 
-test('oci: a multi-platform index picks linux/amd64 by default, --platform picks another', async () => {
+test("oci: a multi-platform index picks this machine's platform by default, --platform picks another", async () => {
   const dir = join(work, 'multi');
   multiPlatformLayout(dir);
   const which = async (platform?: string): Promise<string> => {
     const { tree } = await readSourceTree(await openSource(`oci:${dir}:multi`, { platform }), new HashingSink());
     return lookup(tree, 'which')!.content!.toString();
   };
-  assert.equal(await which(), 'amd64');
+  // The default is the host's architecture (this fixture has amd64 and arm64 images).
+  const host = hostArchitecture();
+  if (host === 'amd64' || host === 'arm64') assert.equal(await which(), host);
+  else await rejectsCode(which(), 'PLATFORM_NOT_FOUND', new RegExp(`linux/${host}`));
+  assert.equal(await which('linux/amd64'), 'amd64');
   assert.equal(await which('linux/arm64'), 'arm64');
   assert.equal(await which('linux/arm64/v8'), 'arm64');
   await rejectsCode(which('linux/s390x'), 'PLATFORM_NOT_FOUND', /linux\/arm64\/v8, linux\/amd64/);

@@ -2,6 +2,7 @@
  * cfsdist command line: a thin shell over the library. Each command group registers itself
  * from `commands/`; heavy modules are imported inside actions so start-up stays fast.
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { register as registerMkcomposefs } from './commands/mkcomposefs.js';
 import { register as registerInfo } from './commands/info.js';
@@ -15,11 +16,17 @@ import { register as registerMount } from './commands/mount.js';
 import { register as registerDemo } from './commands/demo.js';
 import { register as registerRun } from './commands/run.js';
 
+/** The version in package.json (read once, at start-up; the CLI runs from dist/src/cli/). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
+
 /** Build the program with every command registered. */
 export function buildProgram(): Command {
   const program = new Command('cfsdist')
     .description('container image distribution the composefs way')
-    .version('0.1.0')
+    .version(packageVersion())
     .option('--store <dir>', 'store directory (default $CFSDIST_STORE, /var/lib/cfsdist as root, else ~/.local/share/cfsdist)')
     .option('--json', 'machine-readable output')
     .option('--quiet', 'no progress output')

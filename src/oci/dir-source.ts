@@ -13,7 +13,7 @@ import { SourceError } from './errors.js';
 import { compressionOfMediaType } from './decompress.js';
 import { pickPlatform, type Descriptor } from './oci-layout.js';
 import {
-  MAX_JSON, parseDigest, parseJson, parsePlatform, requireDir, sha256Digest, verified,
+  MAX_JSON, hostPlatform, parseDigest, parseJson, parsePlatform, requireDir, sha256Digest, verified,
   type DirectorySource, type ImageConfig, type LayeredSource, type SourceLayer, type SourceOptions,
 } from './source.js';
 
@@ -57,7 +57,7 @@ function openSkopeoDir(path: string, name: string, opts: SourceOptions): Layered
   let manifest = parseJson<ManifestJson>(manifestBytes, mfile);
   if (Array.isArray(manifest.manifests) && !manifest.layers) {
     // `skopeo copy --all`: a list, with each instance in <hex>.manifest.json.
-    const d = pickPlatform(manifest.manifests, parsePlatform(opts.platform ?? 'linux/amd64'), name);
+    const d = pickPlatform(manifest.manifests, parsePlatform(opts.platform ?? hostPlatform()), name);
     const { alg, hex } = parseDigest(d.digest, `${name}: manifest`);
     const p = join(path, `${hex}.manifest.json`);
     if (!existsSync(p)) throw new SourceError('BLOB_MISSING', `${name}: manifest ${d.digest} is missing (${p})`);

@@ -27,7 +27,7 @@ import { inflateOffThread } from './inflate.js';
 import { readTar } from './tar.js';
 import { INLINE_MAX, readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
 import { ObjectWriter, syncFilesystem } from './object-writer.js';
-import { configPlatform, verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
+import { configPlatform, hostArchitecture, hostPlatform, verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
 import { SourceError } from './errors.js';
 
 /** Progress of an import (reported often; throttle in the UI). */
@@ -158,12 +158,6 @@ export function emptyConfigBytes(): Buffer {
   return Buffer.from(JSON.stringify({ architecture: hostArchitecture(), os: 'linux', config: {} }));
 }
 
-/** The OCI architecture name of this machine. */
-export function hostArchitecture(): string {
-  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' };
-  return map[process.arch] ?? process.arch;
-}
-
 /** Keep the source's config (bytes as published) in the store; what the tag records. */
 async function keepConfig(source: ImageSource, store: Store): Promise<ImageMeta> {
   const bytes = source.kind === 'layers' ? source.configBytes ?? emptyConfigBytes() : emptyConfigBytes();
@@ -173,7 +167,7 @@ async function keepConfig(source: ImageSource, store: Store): Promise<ImageMeta>
     const platform = configPlatform(source.config);
     if (platform) meta.platform = platform;
   } else {
-    meta.platform = `linux/${hostArchitecture()}`;
+    meta.platform = hostPlatform();
   }
   return meta;
 }

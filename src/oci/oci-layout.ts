@@ -2,7 +2,7 @@
  * `oci:DIR[:REF]` — an OCI image layout (image-spec image-layout.md): `oci-layout`,
  * `index.json`, `blobs/<alg>/<hex>`. REF is an `org.opencontainers.image.ref.name` annotation
  * or a manifest digest; without REF the index must hold exactly one image. A multi-platform
- * index (nested or not) is resolved with `platform` (default linux/amd64). Every JSON blob is
+ * index (nested or not) is resolved with `platform` (default this machine's, linux/<arch>). Every JSON blob is
  * checked against its digest before it is used; layer blobs while they stream.
  */
 import { createReadStream, readFileSync, statSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { SourceError } from './errors.js';
 import { compressionOfMediaType } from './decompress.js';
 import {
-  MAX_JSON, parseDigest, parseJson, parsePlatform, requireDir, sha256Digest, verified,
+  MAX_JSON, hostPlatform, parseDigest, parseJson, parsePlatform, requireDir, sha256Digest, verified,
   type ImageConfig, type LayeredSource, type SourceLayer, type SourceOptions,
 } from './source.js';
 import { createHash } from 'node:crypto';
@@ -79,7 +79,7 @@ export async function openOciLayout(dir: string, ref: string | undefined, opts: 
     const names = entries.map((d) => d.annotations?.[REF_NAME] ?? d.digest);
     throw new SourceError(entries.length ? 'REF_REQUIRED' : 'REF_NOT_FOUND', `${name}: ${entries.length} images in ${indexFile}; name one as oci:${dir}:REF (${names.join(', ')})`);
   }
-  const platform = parsePlatform(opts.platform ?? 'linux/amd64');
+  const platform = parsePlatform(opts.platform ?? hostPlatform());
   const blobs = new LayoutBlobs(dir, name);
 
   // Resolve nested indexes down to one image manifest.

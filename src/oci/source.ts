@@ -80,7 +80,7 @@ export function sha256Digest(bytes: Buffer): string {
 
 /** Options for opening a source. */
 export interface SourceOptions {
-  /** For multi-platform indexes: `os/arch[/variant]` (default linux/amd64). */
+  /** For multi-platform indexes: `os/arch[/variant]` (default: this machine's, hostPlatform()). */
   platform?: string;
 }
 
@@ -181,4 +181,15 @@ export function requireDir(path: string, what: string): void {
     ok = false;
   }
   if (!ok) throw new SourceError('SOURCE_MISSING', `${what}: ${path} is not a directory`);
+}
+
+/** The OCI architecture name of this machine (Node's process.arch in OCI's spelling). */
+export function hostArchitecture(): string {
+  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' };
+  return map[process.arch] ?? process.arch;
+}
+
+/** The platform picked from multi-platform images by default: `linux/<this machine's arch>`. */
+export function hostPlatform(): string {
+  return `linux/${hostArchitecture()}`;
 }

@@ -1,10 +1,10 @@
 /**
  * `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]` as an import source: an ordinary container image
  * (OCI or Docker schema 2; a multi-platform index is resolved with `platform`, default
- * linux/amd64) read straight from a registry. Manifests and the config are checked against
+ * linux/<this machine's arch>) read straight from a registry. Manifests and the config are checked against
  * their digests before use, layer blobs while they stream (as the other sources do).
  */
-import { parsePlatform, verified } from '../oci/source.js';
+import { hostPlatform, parsePlatform, verified } from '../oci/source.js';
 import type { ImageConfig, LayeredSource, SourceLayer, SourceOptions } from '../oci/source.js';
 import { pickPlatform } from '../oci/oci-layout.js';
 import { compressionOfMediaType } from '../oci/decompress.js';
@@ -21,7 +21,7 @@ export async function openRegistryImage(ref: RegistryRef, opts: SourceOptions & 
   const name = `docker://${ref.host}/${ref.repo}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
   const client = new RegistryClient(ref.origin, opts);
   try {
-    const platform = parsePlatform(opts.platform ?? 'linux/amd64');
+    const platform = parsePlatform(opts.platform ?? hostPlatform());
     let m: FetchedManifest | undefined = await client.getManifest(ref.repo, ref.digest ?? ref.tag ?? 'latest', MANIFEST_TYPES);
     if (!m) throw new RegistryError('NOT_FOUND', `${name}: no such image in the registry`);
     for (let depth = 0; depth < 8 && m && (INDEX_TYPES.has(m.mediaType) || (Array.isArray(m.json.manifests) && !m.json.layers)); depth++) {

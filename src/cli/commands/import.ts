@@ -24,7 +24,7 @@ export function register(program: Command): void {
     .description('import a container image into the store as one composefs image')
     .argument('<source>', 'oci:DIR[:REF] | docker-archive:FILE[:REF] | dir:PATH | docker://HOST[:PORT]/REPO[:TAG]')
     .argument('<name>', 'NAME[:TAG] to tag the image with (tag defaults to latest)')
-    .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image', 'linux/amd64')
+    .option('--platform <os/arch[/variant]>', "platform to pick from a multi-platform image (default this machine's, e.g. linux/amd64)")
     .option('--inline-max <bytes>', 'store regular files of at most this size in the image, not as objects (default 4096)')
     .option('--no-sync', 'do not sync the filesystem before the image is tagged (faster, not crash-safe)')
     .action(async (sourceSpec: string, ref: string, o: ImportCliOptions, cmd: Command) => {

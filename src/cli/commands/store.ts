@@ -8,7 +8,7 @@ async function openStore(dir: string) {
   return Store.open(dir);
 }
 
-/** Registers the store maintenance commands: `images`, `fsck [--repair]`, `gc [--dry-run]`. */
+/** Registers the store commands: `images`, `tag`, `rm`, `fsck [--repair]`, `gc [--dry-run]`. */
 export function register(program: Command): void {
   program
     .command('images')
@@ -17,7 +17,7 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const store = await openStore(g.store);
       const tags = await store.listTags();
-      const rows: { name: string; tag: string; image: string; objects: number | null }[] = [];
+      const rows: { name: string; tag: string; image: string; objects: number | null; config: string | null; platform: string | null; manifest: string | null }[] = [];
       for (const t of tags) {
         let objects: number | null = null;
         try {
@@ -25,10 +25,49 @@ export function register(program: Command): void {
         } catch {
           objects = null; // missing image or object list: fsck reports it
         }
-        rows.push({ name: t.name, tag: t.tag, image: t.image.toString('hex'), objects });
+        rows.push({ name: t.name, tag: t.tag, image: t.image.toString('hex'), objects, config: t.meta.config ?? null, platform: t.meta.platform ?? null, manifest: t.meta.manifest ?? null });
       }
       if (g.json) return outJson(rows);
       for (const r of rows) out(`${r.name}:${r.tag}  ${r.image}  ${r.objects === null ? 'missing' : `${r.objects} objects`}`);
+    });
+
+  program
+    .command('tag')
+    .description('give an image another NAME:TAG (SRC: NAME[:TAG] or an image digest); the config and source facts go along')
+    .argument('<src>')
+    .argument('<dst>', 'NAME[:TAG]')
+    .action(async (src: string, dst: string, _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const store = await openStore(g.store);
+      const { parseRef } = await import('../../store/names.js');
+      const { resolveImage } = await import('../../run/container.js');
+      const to = parseRef(dst);
+      const r = await store.withLease(async () => {
+        const img = await resolveImage(store, src);
+        await store.setTag(to.name, to.tag, img.digest, img.meta);
+        return img;
+      });
+      if (g.json) return outJson({ tag: `${to.name}:${to.tag}`, image: r.digest.toString('hex'), config: r.meta.config ?? null });
+      info(g, `tagged ${to.name}:${to.tag} → ${r.digest.toString('hex')}`);
+    });
+
+  program
+    .command('rm')
+    .description('remove tags (the images stay until cfsdist gc finds nothing else uses them; signed-version records stay, so an older version is still refused)')
+    .argument('<ref...>', 'NAME[:TAG]')
+    .action(async (refs: string[], _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const store = await openStore(g.store);
+      const { parseRef } = await import('../../store/names.js');
+      const done: { tag: string; image: string }[] = [];
+      for (const ref of refs) {
+        const { name, tag } = parseRef(ref);
+        const image = await store.getTag(name, tag);
+        if (!image || !(await store.deleteTag(name, tag))) throw new UsageError(`no image tagged ${name}:${tag} in the store ${store.dir}`);
+        done.push({ tag: `${name}:${tag}`, image: image.toString('hex') });
+        if (!g.json) info(g, `untagged ${name}:${tag} (image ${image.toString('hex')}; cfsdist gc frees what nothing else uses)`);
+      }
+      if (g.json) outJson(done);
     });
 
   program
