@@ -831,8 +831,11 @@ class ImageBuilder {
       pos = F.roundUp(pos, F.INODE_SLOT);
       const tailLen = n.tailLen[i]!;
       if (n.kind[i] === Kind.Symlink) {
+        // Upstream keeps the target inline only while inode + xattrs + target stay below one
+        // block: a total of exactly 4096 (e.g. a 4064-byte target behind a bare compact inode)
+        // already goes to a data block of its own. The padding below still uses that total.
         const total = isize + xsize + tailLen;
-        if (total > F.BLOCK_SIZE) {
+        if (total >= F.BLOCK_SIZE) {
           n.flags[i] |= Flag.SymlinkBlock;
           n.nblocks[i] = 1;
           n.tailLen[i] = 0;
