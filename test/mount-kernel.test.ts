@@ -293,3 +293,23 @@ test('umount refuses what cfsdist did not mount, and reports what is not mounted
   assert.equal(r.status, 1);
   assert.match(r.stderr, /is not mounted/);
 });
+
+test('new mount API: a refused fsconfig leaves the context usable (reading its log does not close it)', { skip }, async () => {
+  const { MountApi, SyscallError } = await import('../src/mount/syscalls.js');
+  const api = await MountApi.start();
+  assert.ok(api, 'the fsopen co-process starts');
+  try {
+    const ctx = await api.fsopen('overlay');
+    // An unknown option fails with the kernel's own words from the context log …
+    const e = await api.setString(ctx, 'no-such-option', 'x').then(() => undefined, (err: unknown) => err);
+    assert.ok(e instanceof SyscallError, String(e));
+    assert.equal(e.errnoName, 'EINVAL');
+    assert.match(e.log.join('\n'), /no-such-option/);
+    // … and the same context takes the next option (it was EBADF when the log read closed the fd).
+    await api.setString(ctx, 'metacopy', 'on');
+    await api.setFlag(ctx, 'ro');
+    await api.close(ctx);
+  } finally {
+    await api.end();
+  }
+});

@@ -35,8 +35,9 @@ sub ctxlog {
   my ($fd) = @_;
   return '' if $fd < 0;
   my @m;
-  # A handle on the context fd without taking it over (closed separately by 'close').
-  open(my $fh, '<&=', $fd) or return '';
+  # Read through a duplicate of the context fd: a handle made on the fd itself ('<&=') would
+  # close the context when it goes out of scope, and the next fsconfig would get EBADF.
+  open(my $fh, '<&', $fd) or return '';
   for (1 .. 64) {
     my $buf = '';
     my $n = sysread($fh, $buf, 8192);
