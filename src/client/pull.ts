@@ -429,6 +429,13 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     progress.phase = 'commit';
     report();
     await ingest!.commitObjects([...resumed, ...toFetch].map((o) => o.digest));
+    // The kernel signature goes in before the image, so the image gets fs-verity with it.
+    try {
+      const sig = await sigP;
+      if (sig) await records.writeFsveritySig(image, sig);
+    } catch {
+      /* optional: the kernel signature is a convenience, the pull is complete without it */
+    }
     // The verified image in the area moves into the store (the commit's filesystem sync made
     // it durable); a store that meanwhile got it keeps its own.
     if (areaImage) await store.addVerifiedImageFile(ingest!.imagePath, image, facts.objects.map((o) => o.digest));
@@ -440,12 +447,6 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     await store.setTag(name, tag, image, meta);
     await records.writeStatement(name, tag, s.version, envelope);
     await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });
-    try {
-      const sig = await sigP;
-      if (sig) await records.writeFsveritySig(image, sig);
-    } catch {
-      /* optional: the kernel signature is a convenience, the pull is complete without it */
-    }
     await ingest!.remove();
     progress.phase = 'done';
     report();

@@ -1,5 +1,5 @@
 /** Which image file a mount command means, and checking it before it is mounted. */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fsverityDigestFile, toHex } from '../verity/digest.js';
 import { MountError } from './errors.js';
@@ -36,4 +36,71 @@ export async function checkImageDigest(img: ResolvedImage): Promise<void> {
   if (!got.equals(img.digest)) {
     throw new MountError('IMAGE_CORRUPT', `image ${img.path} has digest ${toHex(got)}, not ${toHex(img.digest)}: it was changed (run cfsdist fsck)`);
   }
+}
+
+/** The part of Store a kernel-verified image check uses. */
+export interface VerityImageStore {
+  enableImageVerity(path: string, digest: Buffer): Promise<{ enabled: boolean; signed: boolean; refused?: string }>;
+  kernelSignatureVerdict(digest: Buffer): Promise<string | undefined>;
+}
+
+/** How an image was checked before a mount. */
+export interface ImageCheck {
+  /** 'kernel': fs-verity is on for the image file and the kernel's measurement equals its
+   * digest; 'userspace': the file was hashed; 'none': a plain file (no expected digest). */
+  by: 'kernel' | 'userspace' | 'none';
+  /** The image file carries a builtin signature the kernel accepted. */
+  signed: boolean;
+}
+
+/** Whether the kernel requires every fs-verity file to carry a valid builtin signature
+ * (`fs.verity.require_signatures`). */
+export function kernelRequiresSignatures(): boolean {
+  try {
+    return readFileSync('/proc/sys/fs/verity/require_signatures', 'latin1').trim() === '1';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Check an image before a kernel mount. Where fs-verity works (`verity`) the image file gets
+ * fs-verity — with the store's builtin signature when it has one — and the kernel's
+ * measurement is compared with the digest (no hashing here). `requireSignature` (implied by
+ * the kernel's `fs.verity.require_signatures=1`) refuses an image file that does not carry a
+ * builtin signature: the kernel verifies such a signature against its `.fs-verity` keyring
+ * when fs-verity is enabled and refuses one it cannot verify, so what is mounted is what a
+ * trusted key signed — and the refusal names the kernel's reason. Otherwise the file is hashed.
+ */
+export async function checkImage(img: ResolvedImage, store: VerityImageStore | undefined, opts: { verity: boolean; requireSignature?: boolean }): Promise<ImageCheck> {
+  const require = Boolean(opts.requireSignature) || kernelRequiresSignatures();
+  if (!img.digest || !store) {
+    if (require) throw new MountError('SIGNATURE_REQUIRED', `${img.path}: a plain image file has no fs-verity signature; pull it into a store and mount NAME:TAG`);
+    return { by: 'none', signed: false };
+  }
+  if (opts.verity || require) {
+    const { measureFiles, hasBuiltinSignature } = await import('../store/verity-enable.js');
+    let measured = (await measureFiles([img.path]))[0];
+    let refused: string | undefined;
+    if (measured === null) {
+      const r = await store.enableImageVerity(img.path, img.digest);
+      refused = r.refused;
+      if (r.enabled) measured = (await measureFiles([img.path]))[0];
+    }
+    if (measured !== null && measured !== toHex(img.digest)) {
+      throw new MountError('IMAGE_CORRUPT', `image ${img.path}: the kernel measures fs-verity digest ${measured}, not ${toHex(img.digest)}: it was changed (run cfsdist fsck)`);
+    }
+    const signed = measured !== null && (await hasBuiltinSignature(img.path));
+    if (require && !signed) {
+      const why = refused ? `the kernel refused its fs-verity signature: ${refused.replace(/^fsverity enable: /, '')}` : measured === null ? 'fs-verity cannot be enabled on it' : await store.kernelSignatureVerdict(img.digest);
+      throw new MountError(
+        'SIGNATURE_REFUSED',
+        `image ${img.ref} (${toHex(img.digest)}) is not a kernel-verified signed image: ${why ?? 'its file got fs-verity without the signature (pull it again)'}` +
+          ` (${opts.requireSignature ? '--require-signature' : 'fs.verity.require_signatures=1'})`,
+      );
+    }
+    if (measured !== null) return { by: 'kernel', signed };
+  }
+  await checkImageDigest(img);
+  return { by: 'userspace', signed: false };
 }

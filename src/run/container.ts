@@ -218,10 +218,10 @@ export async function mountRootfs(store: Store, rec: ContainerRecord, image: Ima
       fuse = true;
     }
   }
-  await m.checkImageDigest({ path: image.path, digest: image.digest, ref: rec.ref });
   if (!fuse) {
     // --no-verity: no need to ask the filesystem (a probe costs a process).
     const verity = o.verity === false ? false : await store.objects.verity.probe();
+    await m.checkImage({ path: image.path, digest: image.digest, ref: rec.ref }, store, { verity });
     if (!verity && o.verity !== false) {
       throw new RunError(
         'NO_VERITY',

@@ -21,7 +21,7 @@
 import { mkdir, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeTemp, fsyncDir } from '../store/atomic.js';
-import { checkName, checkTag } from '../store/names.js';
+import { FSVERITY_SIGNATURES_DIR, checkName, checkTag } from '../store/names.js';
 import { toHex } from '../verity/digest.js';
 import type { AcceptedVersion } from './statement.js';
 
@@ -58,7 +58,7 @@ export class SignRecords {
   constructor(storeDir: string) {
     this.storeDir = storeDir;
     this.signaturesDir = join(storeDir, 'signatures');
-    this.fsveritySigDir = join(storeDir, 'fsverity-signatures');
+    this.fsveritySigDir = join(storeDir, FSVERITY_SIGNATURES_DIR);
     this.trustDir = join(storeDir, 'trust');
     this.tmpDir = join(storeDir, 'tmp');
   }

@@ -4,7 +4,7 @@
  */
 import { mkdir, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isHexDigest, toHex } from '../verity/digest.js';
+import { fromHex as fromHexDigest, isHexDigest, toHex } from '../verity/digest.js';
 import { digestFilesSettled } from '../verity/parallel.js';
 import type { VerityPool } from '../verity/parallel.js';
 import { StoreError } from './errors.js';
@@ -51,6 +51,14 @@ export interface FsckReport {
   tempFiles: { path: string; stale: boolean; removed: boolean }[];
   /** Whether objects get fs-verity here, and why not. */
   verity: { supported: boolean; message: string };
+  /** Where fs-verity is supported: objects and images the kernel measured (FS_IOC_MEASURE_VERITY),
+   * those without fs-verity (a `verity=require` mount gives EIO on them; --repair enables it
+   * on those whose content is right), and those whose kernel digest is not their name. */
+  kernel: {
+    measured: number;
+    withoutVerity: { hex: string; path: string; kind: 'object' | 'image'; enabled?: boolean }[];
+    mismatched: { hex: string; path: string; kind: 'object' | 'image'; measured: string }[];
+  };
   /** Image configs checked. */
   configs: number;
   /** Configs whose bytes do not have their name's SHA-256 (--repair quarantines them). */
@@ -162,6 +170,7 @@ export async function runFsck(store: Store, opts: FsckOptions = {}): Promise<Fsc
     badTags: [],
     tempFiles: [],
     verity: { supported: false, message: '' },
+    kernel: { measured: 0, withoutVerity: [], mismatched: [] },
     configs: 0,
     corruptConfigs: [],
     tagsMissingConfig: [],
@@ -295,6 +304,32 @@ export async function runFsck(store: Store, opts: FsckOptions = {}): Promise<Fsc
   await store.objects.verity.probe();
   report.verity = { supported: Boolean(store.objects.verity.supported), message: store.objects.verity.message };
 
+  // The kernel's view: what the kernel would check on a verity=require mount.
+  if (report.verity.supported) {
+    const { measureFiles } = await import('./verity-enable.js');
+    const corrupt = new Set(report.corruptObjects.map((o) => o.hex));
+    const badImages = new Set(report.corruptImages.map((o) => o.hex));
+    const files = [
+      ...scan.objects.filter((o) => !corrupt.has(o.hex) && present.has(o.hex)).map((o) => ({ hex: o.hex, path: o.path, kind: 'object' as const })),
+      ...[...imagesPresent].filter((h) => !badImages.has(h)).map((h) => ({ hex: h, path: join(store.imagesDir, h), kind: 'image' as const })),
+    ];
+    const measured = await measureFiles(files.map((f) => f.path));
+    for (let i = 0; i < files.length; i++) {
+      const f = files[i];
+      const got = measured[i];
+      if (got === null) {
+        if (!(await exists(f.path))) continue; // deleted meanwhile (gc)
+        const entry: FsckReport['kernel']['withoutVerity'][number] = { ...f };
+        // The content was hashed above and is right: enabling fs-verity now is safe.
+        if (repair) entry.enabled = f.kind === 'image' ? (await store.enableImageVerity(f.path, fromHexDigest(f.hex))).enabled : await store.objects.verity.enable(f.path);
+        report.kernel.withoutVerity.push(entry);
+      } else {
+        report.kernel.measured++;
+        if (got !== f.hex) report.kernel.mismatched.push({ ...f, measured: got });
+      }
+    }
+  }
+
   report.ok =
     report.corruptObjects.length === 0 &&
     report.corruptImages.length === 0 &&
@@ -303,7 +338,9 @@ export async function runFsck(store: Store, opts: FsckOptions = {}): Promise<Fsc
     report.danglingTags.length === 0 &&
     report.badTags.length === 0 &&
     report.corruptConfigs.length === 0 &&
-    report.tagsMissingConfig.length === 0;
+    report.tagsMissingConfig.length === 0 &&
+    report.kernel.withoutVerity.length === 0 &&
+    report.kernel.mismatched.length === 0;
   return report;
 }
 

@@ -47,3 +47,6 @@ export function parseRef(ref: string): { name: string; tag: string } {
   checkTag(tag);
   return { name, tag };
 }
+
+/** STORE/<this>/<IMAGE HEX>.p7s: kernel fs-verity builtin signatures of images (DER PKCS#7). */
+export const FSVERITY_SIGNATURES_DIR = 'fsverity-signatures';

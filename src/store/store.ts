@@ -61,7 +61,7 @@ import { StoreLock, makeLockDirs } from './lock.js';
 import type { Release } from './lock.js';
 import { fileChunks, fsyncDir, touch, writeTemp } from './atomic.js';
 import type { TempFile } from './atomic.js';
-import { checkName, checkTag, parseRef } from './names.js';
+import { FSVERITY_SIGNATURES_DIR, checkName, checkTag, parseRef } from './names.js';
 import { SIDECAR_SUFFIX, parseSidecar, sidecarText } from './sidecar.js';
 import type { FsckOptions, FsckReport, GcOptions, GcReport } from './maintenance.js';
 
@@ -208,6 +208,47 @@ export class Store {
     }
   }
 
+  /** Path of an image's kernel fs-verity builtin signature (present when signed or pulled). */
+  imageSignaturePath(digest: Buffer): string {
+    return join(this.dir, FSVERITY_SIGNATURES_DIR, toHex(digest) + '.p7s');
+  }
+
+  /**
+   * Turn fs-verity on for an image file: with the store's builtin signature of the image when
+   * there is one (the kernel checks it against its `.fs-verity` keyring and refuses the ioctl
+   * otherwise), else — or when the signed enable was refused — without. `refused` is the
+   * kernel's reason for refusing the signature.
+   */
+  async enableImageVerity(path: string, digest: Buffer): Promise<{ enabled: boolean; signed: boolean; refused?: string }> {
+    const sig = this.imageSignaturePath(digest);
+    if (existsSync(sig)) {
+      const r = await this.objects.verity.enableSigned(path, sig);
+      if (r.ok) return { enabled: true, signed: true };
+      return { enabled: await this.objects.verity.enable(path), signed: false, refused: r.message };
+    }
+    return { enabled: await this.objects.verity.enable(path), signed: false };
+  }
+
+  /**
+   * Ask the kernel now whether it accepts the store's builtin signature of an image: fs-verity
+   * is enabled with it on a scratch copy (the image's own file may have fs-verity already).
+   * Returns undefined when accepted, else the reason (the kernel's, or that there is none).
+   */
+  async kernelSignatureVerdict(digest: Buffer): Promise<string | undefined> {
+    const sig = this.imageSignaturePath(digest);
+    if (!existsSync(sig)) return 'the store has no fs-verity signature of this image';
+    const { copyFile } = await import('node:fs/promises');
+    const { tempPath } = await import('./atomic.js');
+    const scratch = tempPath(this.tmpDir);
+    await copyFile(this.imagePath(digest), scratch);
+    try {
+      const r = await this.objects.verity.enableSigned(scratch, sig);
+      return r.ok ? undefined : `the kernel refused its fs-verity signature: ${r.message.replace(/^fsverity enable: /, '')}`;
+    } finally {
+      await unlink(scratch).catch(() => undefined);
+    }
+  }
+
   /** Path of an image file. */
   imagePath(digest: Buffer): string {
     return join(this.imagesDir, toHex(digest));
@@ -267,7 +308,7 @@ export class Store {
       }
     }
     await this.writeFileAtomic(side, list);
-    await this.objects.verity.enable(path);
+    await this.enableImageVerity(path, digest);
     await rename(path, final);
     await fsyncDir(this.imagesDir); // images are few: make each one durable at once
   }

@@ -8,6 +8,7 @@ interface MountOpts {
   fuse?: boolean;
   kernel?: boolean;
   verity: boolean;
+  requireSignature?: boolean;
   remote?: string;
   foreground?: boolean;
 }
@@ -28,6 +29,7 @@ export function register(program: Command): void {
     .option('--fuse', 'userspace mount: every read is verified against the image digests; runs as a daemon')
     .option('--kernel', 'kernel mount only (fail rather than fall back to FUSE)')
     .option('--no-verity', 'kernel mount where fs-verity is unavailable: object contents are then NOT verified')
+    .option('--require-signature', 'kernel mount: refuse an image the kernel has not accepted with its fs-verity builtin signature (implied by fs.verity.require_signatures=1)')
     .option('--remote <url>', 'FUSE: fetch missing objects on first access from a cfsdist server (http://HOST:PORT) or another store directory')
     .option('--foreground', 'FUSE: serve in this process until unmounted instead of daemonizing')
     .action(async (ref: string, mountpoint: string, opts: MountOpts, cmd: Command) => {
@@ -96,7 +98,7 @@ async function mountKernel(g: GlobalOptions, m: MountModule, store: StoreT, img:
         'on disk would be read as it is. Mount with --no-verity to accept that, or with --fuse (verifies every read).',
     );
   }
-  await m.checkImageDigest(img);
+  const checked = await m.checkImage(img, store, { verity, requireSignature: opts.requireSignature });
   const pauseAt = process.env.CFSDIST_MOUNT_PAUSE;
   const how = await m.mountKernel({
     image: img.path,
@@ -114,11 +116,12 @@ async function mountKernel(g: GlobalOptions, m: MountModule, store: StoreT, img:
         }
       : undefined,
   });
-  if (g.json) return outJson({ mountpoint: mp, image: img.path, mode: 'kernel', ...how });
+  if (g.json) return outJson({ mountpoint: mp, image: img.path, mode: 'kernel', imageCheck: checked.by, imageSigned: checked.signed, ...how });
   info(
     g,
     `mounted ${img.ref} at ${mp} (erofs on ${how.erofs === 'file' ? 'the image file' : 'a loop device'}, overlayfs with the objects as data-only layer` +
-      ` via ${how.layers}, ${how.api}; ${verity ? 'verity=require' : 'NO fs-verity: object contents are not verified'})`,
+      ` via ${how.layers}, ${how.api}; ${verity ? 'verity=require' : 'NO fs-verity: object contents are not verified'}` +
+      `; image digest ${checked.by === 'kernel' ? `measured by the kernel${checked.signed ? ', fs-verity signature accepted' : ''}` : 'checked'})`,
   );
 }
 

@@ -93,7 +93,10 @@ export function register(program: Command): void {
       for (const t of r.tempFiles) if (t.stale) out(`leftover temporary file ${t.path}${t.removed ? ' (removed)' : ''}`);
       for (const s of r.orphanSidecars) out(`orphan object list ${s.path}${s.removed ? ' (removed)' : ''}`);
       for (const s of r.strays) out(`stray file ${s}`);
+      for (const k of r.kernel.withoutVerity) out(`${k.kind} ${k.hex}: no fs-verity (a verity=require mount gives EIO on it)${k.enabled ? ' (fs-verity enabled now)' : ''}`);
+      for (const k of r.kernel.mismatched) out(`${k.kind} ${k.hex}: the kernel measures fs-verity digest ${k.measured}`);
       if (!r.verity.supported) info(g, r.verity.message);
+      else info(g, `fsck: fs-verity: ${r.kernel.measured} files measured by the kernel`);
       const running = r.tempFiles.filter((t) => !t.stale).length;
       info(
         g,
