@@ -292,10 +292,41 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   report();
 
   // 1. Statement.
-  const envelope = await remote.getStatement(name, tag);
-  if (!envelope) throw new SignError('UNSIGNED', `${where}: the server has no signed statement for ${name}:${tag} (unsigned images are refused)`);
   const records = new SignRecords(store.dir);
-  const v = verifyStatement(envelope, { trusted: opts.trusted, name, tag, now: opts.now }, `statement of ${where}`);
+  let envelope: Buffer | undefined;
+  let v: ReturnType<typeof verifyStatement> | undefined;
+  if (remote.getStatements) {
+    // Several candidates (cfsdist images attached to an ordinary image): the first, newest,
+    // that a trusted key signed for this very manifest.
+    const found = await remote.getStatements(name, tag);
+    const refused: string[] = [];
+    let first: SignError | undefined;
+    for (let i = 0; i < found.length && !v; i++) {
+      const c = found[i]!;
+      try {
+        const ok = verifyStatement(c.envelope, { trusted: opts.trusted, name, tag, now: opts.now }, `statement of ${c.found}`);
+        if (c.manifest && ok.statement.manifest !== c.manifest) {
+          throw new SignError('WRONG_MANIFEST', `statement of ${c.found} is signed for source manifest ${ok.statement.manifest ?? '(none)'}, not ${c.manifest}`);
+        }
+        remote.selectStatement?.(i);
+        envelope = c.envelope;
+        v = ok;
+      } catch (e) {
+        if (!(e instanceof SignError)) throw e;
+        first ??= e;
+        refused.push(e.message);
+      }
+    }
+    // One candidate, a tag naming a cfsdist image: its own error, as from any remote.
+    if (!v && found.length === 1 && !found[0]!.manifest) throw first!;
+    if (!v && found.length > 0) {
+      throw new SignError('UNTRUSTED', `${where}: ${found.length} signed cfsdist image(s) found for ${name}:${tag}, none acceptable: ${refused.join('; ')}`);
+    }
+  } else {
+    envelope = await remote.getStatement(name, tag);
+    if (envelope) v = verifyStatement(envelope, { trusted: opts.trusted, name, tag, now: opts.now }, `statement of ${where}`);
+  }
+  if (!envelope || !v) throw new SignError('UNSIGNED', `${where}: the server has no signed statement for ${name}:${tag} (unsigned images are refused)`);
   const s: ImageStatement = v.statement;
   checkVersion(s, await records.readAccepted(name, tag), `statement of ${where}`);
   const image = fromHex(s.image);

@@ -36,6 +36,16 @@ export interface Remote {
   readonly location: string;
   /** The signed statement of NAME:TAG (envelope bytes), or undefined if there is none. */
   getStatement(name: string, tag: string): Promise<Buffer | undefined>;
+  /**
+   * Several candidate statements for NAME:TAG, newest first, where the remote can have more
+   * than one (an OCI registry tag naming an ordinary image with cfsdist images attached as
+   * referrers). `manifest`: the ordinary image manifest they must be signed for; `found`:
+   * what the candidate is, for messages. The pull verifies them in order, takes the first
+   * that verifies and calls selectStatement with its index; getStatement is then unused.
+   */
+  getStatements?(name: string, tag: string): Promise<{ envelope: Buffer; manifest?: string; found: string }[]>;
+  /** Use candidate `i` of getStatements for the rest of the pull. */
+  selectStatement?(i: number): void;
   /** The image's bytes: exactly `size` of them, else a TransportError. Not verified. */
   getImage(digest: Buffer, size: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   /** The kernel fs-verity signature of an image, if the remote has one. */

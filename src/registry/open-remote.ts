@@ -8,8 +8,8 @@ import { RegistryRemote } from './remote.js';
 /** A registry repository as a pull source / push target: `name` is the repository path (what
  * the signed statement must name), `tag` the reference's tag ('latest' when none is given;
  * a push without a tag uses the pushed image's own tag). */
-export function openRegistryRemote(ref: string, opts: { insecure?: boolean; auth?: RegistryAuth } = {}): { remote: PushTarget; name: string; tag: string } {
+export function openRegistryRemote(ref: string, opts: { insecure?: boolean; auth?: RegistryAuth; force?: boolean } = {}): { remote: PushTarget; name: string; tag: string } {
   const r = parseRegistryRef(ref, { insecure: opts.insecure });
-  const remote = new RegistryRemote(r, { auth: opts.auth });
+  const remote = new RegistryRemote(r, { auth: opts.auth, force: opts.force });
   return { remote, name: r.repo, tag: r.tag ?? 'latest' };
 }

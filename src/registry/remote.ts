@@ -41,6 +41,8 @@ import type { RegistryRef } from './ref.js';
 
 /** Options of a RegistryRemote. */
 export interface RegistryRemoteOptions extends RegistryClientOptions {
+  /** Push: replace a tag naming another ordinary image with a standalone cfsdist image. */
+  force?: boolean;
   /** Other repositories of the same registry whose objects may be mounted instead of uploaded. */
   mountFrom?: string[];
   /** Most cfsdist tags whose indexes `has` reads (default 32). */
@@ -117,6 +119,15 @@ async function readAll(src: AsyncIterable<Buffer> | Iterable<Buffer>, size: numb
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
+/** Most cfsdist images attached to one ordinary image that a pull considers. */
+const MAX_ATTACHED = 16;
+
+/** Whether a fetched manifest is a cfsdist image manifest. */
+function isCfsdistManifest(m: FetchedManifest): boolean {
+  const j = m.json as { artifactType?: string; config?: Descriptor };
+  return j.artifactType === ARTIFACT_IMAGE || j.config?.mediaType === MT_CONFIG;
+}
+
 /** A repository of an OCI registry as a cfsdist remote (see the file comment). */
 export class RegistryRemote implements PushTarget {
   readonly location: string;
@@ -191,6 +202,64 @@ export class RegistryRemote implements PushTarget {
     const layer = (m?.json as { layers?: Descriptor[] } | undefined)?.layers?.find((l) => l?.mediaType === mediaType);
     if (!layer || typeof layer.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(layer.digest)) return undefined;
     return this.client.readBlob(this.repo, layer.digest, max);
+  }
+
+  /** cfsdist images attached to the ordinary image a tag names, when getStatements found any. */
+  private candidates: { info: ImageManifest; refs: Descriptor[] }[] = [];
+
+  /**
+   * The tag names a cfsdist image: its statement, as getStatement. The tag names an ordinary
+   * image (index: this machine's platform): the cfsdist images attached to its manifest as
+   * referrers (`subject`), newest version first (at most MAX_ATTACHED), each with its newest
+   * statement.
+   */
+  async getStatements(name: string, tag: string): Promise<{ envelope: Buffer; manifest?: string; found: string }[]> {
+    let m = await this.client.getManifest(this.repo, tag, MANIFEST_TYPES);
+    if (!m) return [];
+    if (isCfsdistManifest(m)) {
+      const e = await this.getStatement(name, tag);
+      return e ? [{ envelope: e, found: `${this.where}:${tag} (cfsdist image ${m.digest})` }] : [];
+    }
+    const { hostPlatform, parsePlatform } = await import('../oci/source.js');
+    const { pickPlatform } = await import('../oci/oci-layout.js');
+    for (let depth = 0; depth < 4 && m && Array.isArray((m.json as { manifests?: unknown }).manifests); depth++) {
+      const d = pickPlatform((m.json as { manifests: Descriptor[] }).manifests, parsePlatform(hostPlatform()), `${this.where}:${tag} (${m.digest})`);
+      m = await this.client.getManifest(this.repo, d.digest, MANIFEST_TYPES);
+    }
+    if (!m) return [];
+    const ordinary = m.digest;
+    const version = (d: Descriptor): number => Number(d.annotations?.[ANN_VERSION] ?? 0) || 0;
+    const attached = (await this.listReferrers(ordinary))
+      .filter((d) => d?.artifactType === ARTIFACT_IMAGE && typeof d.digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(d.digest))
+      .sort((a, b) => version(b) - version(a))
+      .slice(0, MAX_ATTACHED);
+    this.candidates = [];
+    const out: { envelope: Buffer; manifest?: string; found: string }[] = [];
+    for (const d of attached) {
+      const cm = await this.client.getManifest(this.repo, d.digest, [MT_MANIFEST]);
+      if (!cm) continue;
+      let info: ImageManifest;
+      try {
+        info = this.imageManifest(cm, `${this.where}@${d.digest}`);
+      } catch (e) {
+        if (e instanceof RegistryError) continue;
+        throw e;
+      }
+      const refs = await this.listReferrers(cm.digest);
+      const st = refs.filter((r) => r?.artifactType === ARTIFACT_STATEMENT && typeof r.digest === 'string').sort((a, b) => version(b) - version(a))[0];
+      const envelope = st && (await this.referrerLayer(st, MT_DSSE, MAX_ENVELOPE_BYTES));
+      if (!envelope) continue;
+      this.candidates.push({ info, refs });
+      out.push({ envelope, manifest: ordinary, found: `cfsdist image ${cm.digest} attached to ${this.where}@${ordinary}` });
+    }
+    return out;
+  }
+
+  selectStatement(i: number): void {
+    const c = this.candidates[i];
+    if (!c) return; // the tag named a cfsdist image: getStatement set it already
+    this.current = c.info;
+    this.currentRefs = c.refs;
   }
 
   async getStatement(name: string, tag: string): Promise<Buffer | undefined> {
@@ -514,9 +583,21 @@ export class RegistryRemote implements PushTarget {
       layers.push(this.pendingConfig);
     }
     for (const d of this.pendingDeltas) if (d.annotations?.[ANN_DELTA_TARGET] === s.image) layers.push(d);
-    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_MANIFEST, artifactType: ARTIFACT_IMAGE, config: { mediaType: MT_CONFIG, digest: config.digest, size: config.size }, layers }));
+    // Attach: where the tag names the ordinary image this one was imported from, the cfsdist
+    // manifest becomes its referrer and the tag stays on the ordinary image.
+    const attachTo = await this.attachSubject(destTag, name, tag, s.manifest);
+    const hints = { [ANN_NAME]: name, [ANN_TAG]: tag, [ANN_VERSION]: String(s.version) };
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MT_MANIFEST,
+      artifactType: ARTIFACT_IMAGE,
+      config: { mediaType: MT_CONFIG, digest: config.digest, size: config.size },
+      layers,
+      ...(attachTo ? { subject: attachTo, annotations: hints } : {}),
+    }));
     const mdigest = sha256(manifest);
-    await this.client.putManifest(this.repo, mdigest, manifest, MT_MANIFEST);
+    const put = await this.client.putManifest(this.repo, mdigest, manifest, MT_MANIFEST);
+    if (attachTo && !put.subject) await this.addToFallbackIndex(attachTo.digest, [{ mediaType: MT_MANIFEST, digest: mdigest, size: manifest.length, artifactType: ARTIFACT_IMAGE, annotations: hints }]);
     const subject: Descriptor = { mediaType: MT_MANIFEST, digest: mdigest, size: manifest.length };
     const refs: Descriptor[] = [];
     const st = await this.putReferrer(subject, ARTIFACT_STATEMENT, MT_DSSE, envelope, { [ANN_NAME]: name, [ANN_TAG]: tag, [ANN_VERSION]: String(s.version) });
@@ -527,15 +608,43 @@ export class RegistryRemote implements PushTarget {
       refs.push(sg.desc);
       indexed &&= sg.subjectIndexed;
     }
-    if (!indexed) {
-      // The referrers tag schema: an image index of the referrers under sha256-<hex>.
-      const fallbackTag = `sha256-${mdigest.slice(7)}`;
-      const old = await this.client.getManifest(this.repo, fallbackTag, [MT_INDEX]);
-      const list = ((old?.json as { manifests?: Descriptor[] } | undefined)?.manifests ?? []).filter((d) => !refs.some((r) => r.digest === d?.digest));
-      const idx = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_INDEX, manifests: [...list, ...refs] }));
-      await this.client.putManifest(this.repo, fallbackTag, idx, MT_INDEX);
-    }
-    await this.client.putManifest(this.repo, destTag, manifest, MT_MANIFEST);
+    if (!indexed) await this.addToFallbackIndex(mdigest, refs);
+    if (!attachTo) await this.client.putManifest(this.repo, destTag, manifest, MT_MANIFEST);
+  }
+
+  /** The referrers tag schema (registries without the referrers API): an image index of the
+   * referrers of `subject` under the tag sha256-<hex>; `refs` are added (replacing any with the
+   * same digest: pushing the same thing twice changes nothing). */
+  private async addToFallbackIndex(subject: string, refs: Descriptor[]): Promise<void> {
+    const fallbackTag = `sha256-${subject.slice(7)}`;
+    const old = await this.client.getManifest(this.repo, fallbackTag, [MT_INDEX]);
+    const before = (old?.json as { manifests?: Descriptor[] } | undefined)?.manifests ?? [];
+    const list = before.filter((d) => !refs.some((r) => r.digest === d?.digest));
+    const idx = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_INDEX, manifests: [...list, ...refs] }));
+    if (old && old.bytes.equals(idx)) return;
+    await this.client.putManifest(this.repo, fallbackTag, idx, MT_INDEX);
+  }
+
+  /**
+   * What a push to `destTag` attaches to: the ordinary image manifest the tag names (in an
+   * index: the platform manifest) when it is the one the image was imported from (`source`).
+   * Undefined when the tag is absent or names a cfsdist image (the push tags its own manifest)
+   * or, with `force`, when it names another ordinary image. Else refused: the tag moved since
+   * the import, and a push must not replace somebody's image.
+   */
+  private async attachSubject(destTag: string, name: string, tag: string, source: string | undefined): Promise<Descriptor | undefined> {
+    const cur = await this.client.getManifest(this.repo, destTag, MANIFEST_TYPES);
+    if (!cur || isCfsdistManifest(cur)) return undefined;
+    if (source && cur.digest === source) return { mediaType: cur.mediaType, digest: cur.digest, size: cur.bytes.length };
+    const list = (cur.json as { manifests?: Descriptor[] }).manifests;
+    const d = source && Array.isArray(list) ? list.find((x) => x?.digest === source) : undefined;
+    if (d) return { mediaType: d.mediaType, digest: d.digest, size: d.size };
+    if (this.opts.force) return undefined;
+    throw new RegistryError(
+      'TAG_MOVED',
+      `${this.where}:${destTag} names the ordinary image ${cur.digest}, not the one ${name}:${tag} was imported from (${source ?? 'it was not imported from a registry'}): ` +
+        `refusing to replace it. Convert the current image (cfsdist convert ${this.where}:${destTag}), or push with --force to replace the tag with a standalone cfsdist image`,
+    );
   }
 
   stats(): WireStats {

@@ -118,7 +118,8 @@ export function register(program: Command): void {
     .option('--concurrency <n>', 'uploads in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server answers nothing for this long (default 30)')
     .option('--compress <mode>', 'upload encoding: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
-    .action(async (ref: string, url: string, opts: { tokenFile?: string; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
+    .option('--force', 'OCI registry: replace a tag that names another ordinary image (by default the cfsdist image is attached to the ordinary image it was imported from, and any other is left alone)')
+    .action(async (ref: string, url: string, opts: { tokenFile?: string; concurrency?: string; timeout?: string; compress?: string; force?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
       const timeout = seconds(opts.timeout, '--timeout', 30);
@@ -136,7 +137,7 @@ export function register(program: Command): void {
       let target: PushTarget;
       if (/^docker:\/\//.test(url)) {
         const { openRegistryRemote } = await import('../../registry/open-remote.js');
-        target = openRegistryRemote(/^docker:\/\/[^/]+\/?$/.test(url) ? `${url.replace(/\/$/, '')}/${name}` : url).remote;
+        target = openRegistryRemote(/^docker:\/\/[^/]+\/?$/.test(url) ? `${url.replace(/\/$/, '')}/${name}` : url, { force: opts.force }).remote;
       } else {
         target = new HttpRemote(parseRemoteBase(url), { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1 });
       }

@@ -45,6 +45,43 @@ export function register(program: Command): void {
     });
 
   program
+    .command('convert')
+    .description(
+      'import an ordinary image from an OCI registry, sign it, and attach the cfsdist image to it in the same registry ' +
+        '(the tag keeps naming the ordinary image; clients pull it with cfsdist pull docker://…); re-running for the same image changes nothing',
+    )
+    .argument('<ref>', 'docker://HOST[:PORT]/REPO[:TAG] (imported as the local REPO:TAG)')
+    .requiredOption('--key <key>', 'ed25519 private key (cfsdist key generate)')
+    .option('--expires <duration>', 'validity of a new statement, e.g. 30d, 12h (default 30d)')
+    .option('--fsverity-key <key>', 'also make the kernel fs-verity builtin signature with this RSA/ECDSA key')
+    .option('--fsverity-cert <cert>', 'X.509 certificate of --fsverity-key')
+    .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this machine)')
+    .option('--resign', 'sign a new version even if the current statement already covers this image')
+    .action(async (ref: string, opts: { key: string; expires?: string; fsverityKey?: string; fsverityCert?: string; platform?: string; resign?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      if (Boolean(opts.fsverityKey) !== Boolean(opts.fsverityCert)) throw new UsageError('convert: --fsverity-key and --fsverity-cert go together');
+      const { Store } = await import('../../store/store.js');
+      const s = await import('../../sign/index.js');
+      const { convertImage } = await import('../../registry/convert.js');
+      const store = await Store.open(g.store, { create: true });
+      const r = await convertImage({
+        ref,
+        store,
+        key: await s.loadPrivateKey(opts.key),
+        fsverity: opts.fsverityKey ? await s.loadFsveritySigner(opts.fsverityKey, opts.fsverityCert!) : undefined,
+        expiresIn: opts.expires !== undefined ? s.parseDuration(opts.expires) : undefined,
+        platform: opts.platform,
+        resign: opts.resign,
+        onStep: (step, detail) => info(g, `convert: ${step} ${detail}`),
+      });
+      if (g.json) return outJson(r);
+      out(
+        `converted ${ref}: ${r.name}:${r.tag} version ${r.version}${r.signed ? '' : ' (already signed: unchanged)'}, image ${r.image}` +
+          `${r.manifest ? `, attached to ${r.manifest}` : ''}; ${r.push.objects.sent} objects sent (${r.push.bytes.sent} bytes)`,
+      );
+    });
+
+  program
     .command('sign')
     .description('sign the image NAME:TAG points at: a DSSE statement (name, tag, digest, objects, expiry, version)')
     .argument('<ref>', 'NAME[:TAG]')
