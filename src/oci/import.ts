@@ -50,6 +50,8 @@ export interface ImportOptions {
   name: string;
   tag: string;
   onProgress?: (p: ImportProgress) => void;
+  /** Record the tag as an unsigned local build of this registry image (pull's fallback). */
+  unsignedFrom?: string;
   /** Sync the filesystem before the image and tag are written (default true). */
   sync?: boolean;
   /** Regular files of at most this many bytes are stored in the image (default INLINE_MAX of
@@ -126,6 +128,7 @@ export async function importImage(source: ImageSource, store: Store, opts: Impor
     }
     const digest = await store.addImage(image, [...objects.values()]);
     const meta = await keepConfig(source, store);
+    if (opts.unsignedFrom) meta.unsignedFrom = opts.unsignedFrom;
     await store.setTag(opts.name, opts.tag, digest, meta);
     opts.onProgress?.({ layer: layerCount, layers: layerCount, bytes: 0, entries: totals.entries, phase: 'done' });
     return {

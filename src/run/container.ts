@@ -207,6 +207,7 @@ export interface MountedRootfs {
 
 /** Mount image + writable upper at the record's rootfs (kernel, or FUSE lower + overlay). */
 export async function mountRootfs(store: Store, rec: ContainerRecord, image: ImageRef, o: RootfsOptions): Promise<MountedRootfs> {
+  if (image.meta.unsignedFrom) o.log?.(`cfsdist: ${rec.ref} is UNSIGNED: built locally from ${image.meta.unsignedFrom}`);
   const m = await import('../mount/index.js');
   const dir = containerDir(store, rec.id);
   const upper = { upperdir: join(dir, 'upper'), workdir: join(dir, 'work') };

@@ -14,6 +14,8 @@ export interface InspectReport {
   tag?: string;
   platform?: string;
   manifest?: string;
+  /** Built locally from this ordinary registry image: no cfsdist signature covers it. */
+  unsignedFrom?: string;
   config?: {
     digest: string;
     size: number;
@@ -47,6 +49,7 @@ export async function inspectImage(store: Store, ref: string): Promise<InspectRe
   if (!isHexDigest(bare)) Object.assign(r, parseRef(ref));
   if (img.meta.platform) r.platform = img.meta.platform;
   if (img.meta.manifest) r.manifest = img.meta.manifest;
+  if (img.meta.unsignedFrom) r.unsignedFrom = img.meta.unsignedFrom;
   if (img.configBytes && img.meta.config) {
     const c = parseImageConfig(img.configBytes);
     const k = c.config;
@@ -65,7 +68,7 @@ export async function inspectImage(store: Store, ref: string): Promise<InspectRe
       exposedPorts: Object.keys(k.ExposedPorts ?? {}),
     };
   }
-  if (r.name !== undefined && r.tag !== undefined) r.signature = await signatureFacts(store, r.name, r.tag);
+  if (r.name !== undefined && r.tag !== undefined && !r.unsignedFrom) r.signature = await signatureFacts(store, r.name, r.tag);
   const { readImageFile } = await import('../erofs/reader.js');
   const { lsEntries } = await import('../erofs/reader-listing.js');
   for (const _ of lsEntries(readImageFile(img.path))) r.entries++;
@@ -111,7 +114,7 @@ export function inspectLines(r: InspectReport): string[] {
   if (r.signature) {
     const sg = r.signature;
     lines.push(`signature     ${sg.verified ? 'verified' : 'NOT verified'}${sg.keyid ? ` key ${sg.keyid.slice(0, 16)}` : ''}${sg.version !== undefined ? ` version ${sg.version}` : ''}${sg.expires ? ` expires ${sg.expires}` : ''}${sg.configSigned === false ? ' (config not signed)' : ''}${sg.error ? ` (${sg.error})` : ''}`);
-  } else lines.push('signature     (unsigned)');
+  } else lines.push(`signature     ${r.unsignedFrom ? `UNSIGNED: built locally from ${r.unsignedFrom}` : '(unsigned)'}`);
   lines.push(`platform      ${r.platform ?? '(unknown)'}`, `manifest      ${r.manifest ?? '(none)'}`);
   if (r.config) {
     const c = r.config;

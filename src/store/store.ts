@@ -79,6 +79,10 @@ export interface ImageMeta {
   manifest?: string;
   /** `os/arch[/variant]`. */
   platform?: string;
+  /** Where an image built locally from an ordinary registry image came from
+   * (docker://HOST/REPO@sha256:…): no cfsdist signature covers it (`pull` without a trusted
+   * attached image; `inspect`, `mount` and `run` say so). */
+  unsignedFrom?: string;
 }
 
 /** One tag. */
@@ -105,6 +109,7 @@ export function checkImageMeta(meta: ImageMeta, where: string): void {
   if (meta.config !== undefined && !SHA256_DIGEST.test(meta.config)) throw new StoreError('BAD_META', `${where}: config digest ${JSON.stringify(meta.config)} is not sha256:<64 hex>`);
   if (meta.manifest !== undefined && !SHA256_DIGEST.test(meta.manifest)) throw new StoreError('BAD_META', `${where}: manifest digest ${JSON.stringify(meta.manifest)} is not sha256:<64 hex>`);
   if (meta.platform !== undefined && !PLATFORM.test(meta.platform)) throw new StoreError('BAD_META', `${where}: platform ${JSON.stringify(meta.platform)} is not os/arch[/variant]`);
+  if (meta.unsignedFrom !== undefined && !/^docker:\/\/[\x21-\x7e]{1,500}$/.test(meta.unsignedFrom)) throw new StoreError('BAD_META', `${where}: unsigned-from ${JSON.stringify(meta.unsignedFrom.slice(0, 80))} is not a docker:// reference`);
 }
 
 /** The text of a tag file. */
@@ -113,6 +118,7 @@ function tagText(image: Buffer, meta: ImageMeta): string {
   if (meta.config) t += `config ${meta.config}\n`;
   if (meta.manifest) t += `manifest ${meta.manifest}\n`;
   if (meta.platform) t += `platform ${meta.platform}\n`;
+  if (meta.unsignedFrom) t += `unsigned-from ${meta.unsignedFrom}\n`;
   return t;
 }
 
@@ -128,6 +134,7 @@ function parseTagText(text: string, path: string): TagRecord {
     const key = sp < 0 ? line : line.slice(0, sp);
     const value = sp < 0 ? '' : line.slice(sp + 1).trim();
     if (key === 'config' || key === 'manifest' || key === 'platform') meta[key] = value;
+    else if (key === 'unsigned-from') meta.unsignedFrom = value;
   }
   try {
     checkImageMeta(meta, path);

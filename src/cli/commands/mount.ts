@@ -38,6 +38,14 @@ export function register(program: Command): void {
       const { Store } = await import('../../store/store.js');
       const store = await Store.open(g.store);
       const img = await m.resolveImageRef(store, ref);
+      if (img.digest) {
+        const { parseRef } = await import('../../store/names.js');
+        const meta = await Promise.resolve()
+          .then(() => parseRef(ref))
+          .then(({ name, tag }) => store.getTagRecord(name, tag))
+          .then((r) => r?.meta, () => undefined);
+        if (meta?.unsignedFrom) info(g, `cfsdist: ${ref} is UNSIGNED: built locally from ${meta.unsignedFrom}`);
+      }
       const mp = m.canonicalMountpoint(mountpoint);
       if (opts.fuse && opts.kernel) throw new UsageError('--fuse and --kernel exclude each other');
       let fuse = Boolean(opts.fuse || opts.remote || opts.foreground);

@@ -1,6 +1,7 @@
 /** `cfsdist pull REMOTE/NAME:TAG` and `cfsdist push NAME:TAG REMOTE` (src/client). */
 import type { Command } from 'commander';
 import { globals, info, out, outJson } from '../context.js';
+import type { GlobalOptions } from '../context.js';
 import { UsageError } from '../../errors.js';
 import type { PushTarget, Remote } from '../../client/remote.js';
 
@@ -34,8 +35,16 @@ export function register(program: Command): void {
     .option('--concurrency <n>', 'requests in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server sends nothing for this long (default 30)')
     .option('--compress <mode>', 'accepted encodings: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
-    .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string }, cmd: Command) => {
+    .option('--accept-unsigned', 'OCI registry: where no cfsdist image a trusted key signed is attached to the image, build it locally from its ordinary layers (recorded as unsigned)')
+    .option('--platform <os/arch[/variant]>', 'OCI registry, local build: platform to pick from a multi-platform image (default: this machine)')
+    .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string; acceptUnsigned?: boolean; platform?: string }, cmd: Command) => {
       const g = globals(cmd);
+      if (/^docker:\/\/[^@]+@sha256:/.test(ref) || (opts.acceptUnsigned && /^docker:\/\//.test(ref))) {
+        // A digest pins the image: no signature is needed to build it here. With
+        // --accept-unsigned, a tag is pulled signed where it can be, else built here.
+        const built = await pullOrBuild(g, ref, opts);
+        if (built) return;
+      }
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
       const timeout = seconds(opts.timeout, '--timeout', 30);
       const { parseRemoteRef, HttpRemote, pull, ProgressLine, humanBytes } = await import('../../client/index.js');
@@ -77,6 +86,12 @@ export function register(program: Command): void {
           onProgress: bar ? (p) => bar.update(p, p.phase !== 'objects') : undefined,
           onNotice: (line) => info(g, `notice: ${line}`),
         });
+      } catch (e) {
+        const { SignError } = await import('../../sign/errors.js');
+        if (e instanceof SignError && (e.code === 'UNSIGNED' || e.code === 'UNTRUSTED') && /^docker:\/\//.test(ref)) {
+          e.message += '. To build it here from its ordinary layers without a cfsdist signature, pull it by digest (docker://HOST/REPO@sha256:…) or with --accept-unsigned';
+        }
+        throw e;
       } finally {
         bar?.done();
         remote.close();
@@ -153,4 +168,41 @@ export function register(program: Command): void {
       out(`pushed ${name}:${tag} version ${s.version} to ${s.remote}: objects ${s.objects.needed} needed, ${s.objects.present} already there, ${s.objects.sent} sent (${humanBytes(s.bytes.sent)})`);
       info(g, `${humanBytes(s.wire.sent)} sent in ${s.wire.requests} requests, ${s.seconds.toFixed(2)} s`);
     });
+}
+
+/** `pull docker://…@sha256:…` (always built here) or `pull --accept-unsigned docker://…:TAG`
+ * (signed pull first): true when the image was built locally from its ordinary layers. */
+async function pullOrBuild(g: GlobalOptions, ref: string, opts: { trust: string[]; platform?: string; dryRun?: boolean }): Promise<boolean> {
+  const { Store } = await import('../../store/store.js');
+  const { SignError } = await import('../../sign/errors.js');
+  if (opts.dryRun) throw new UsageError('--dry-run plans signed pulls; a local build of an unsigned image has no plan');
+  const store = await Store.open(g.store, { create: true });
+  if (!/@sha256:/.test(ref)) {
+    const { openRegistryRemote } = await import('../../registry/open-remote.js');
+    const { pull } = await import('../../client/index.js');
+    const { loadTrustedKeys } = await import('../../sign/keys.js');
+    const { SignRecords } = await import('../../sign/records.js');
+    const o = openRegistryRemote(ref);
+    try {
+      const trusted = await loadTrustedKeys(opts.trust, new SignRecords(g.store).trustDir);
+      const s = await pull({ store, remote: o.remote, name: o.name, tag: o.tag, trusted });
+      if (g.json) outJson(s);
+      else out(`pulled ${o.name}:${o.tag} version ${s.version} (signed): image ${s.image}; ${s.objects.fetched} objects fetched`);
+      return true;
+    } catch (e) {
+      if (!(e instanceof SignError)) throw e;
+      info(g, `cfsdist: ${e.message}; building the image locally from its layers (--accept-unsigned)`);
+    } finally {
+      o.remote.close();
+    }
+  }
+  const { buildUnsigned } = await import('../../registry/local-build.js');
+  const b = await buildUnsigned(ref, store, { platform: opts.platform });
+  if (g.json) {
+    outJson({ ...b, signed: false });
+    return true;
+  }
+  out(`built ${b.name}:${b.tag} locally: image ${b.image} (UNSIGNED: from ${b.unsignedFrom})`);
+  info(g, `  ${b.imported.layers} layers, ${b.imported.entries} entries, ${b.imported.objectsNew} objects written; ${b.received} bytes received for ${b.layerBytes} bytes of layers`);
+  return true;
 }
