@@ -243,3 +243,32 @@ test('an unconverted image: by tag refused without --accept-unsigned; by digest 
   assert.equal(t.status, 0, t.stderr);
   assert.equal((JSON.parse(t.stdout) as { image: string; tag: string }).tag, '1');
 });
+
+test('a multi-platform index: import records index and platform manifest; convert attaches to the platform manifest; pull resolves the index', { skip }, async () => {
+  skopeoCopy(`oci:${layout}:v1`, `docker://${reg.host}/library/multi:plain`);
+  const plain = await getManifest(reg.host, 'library/multi', 'plain');
+  const body = await (await fetch(`http://${reg.host}/v2/library/multi/manifests/plain`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).arrayBuffer();
+  const { hostArchitecture } = await import('../src/oci/source.js');
+  const index = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: plain!.digest, size: body.byteLength, platform: { os: 'linux', architecture: hostArchitecture() } }],
+  }));
+  const put = await fetch(`http://${reg.host}/v2/library/multi/manifests/1`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' }, body: index });
+  assert.equal(put.status, 201, await put.text());
+  const indexDigest = 'sha256:' + createHash('sha256').update(index).digest('hex');
+  const ref = `docker://${reg.host}/library/multi:1`;
+  const ci = join(dir, 'multi-ci');
+  const c = cfs(ci, ['convert', ref, '--key', join(dir, 'publisher'), '--json']);
+  assert.equal(c.status, 0, c.stderr);
+  assert.equal((JSON.parse(c.stdout) as { manifest: string }).manifest, plain!.digest);
+  const ins = cfs(ci, ['inspect', 'library/multi:1', '--json']);
+  assert.equal(ins.status, 0, ins.stderr);
+  const facts = JSON.parse(ins.stdout) as { manifest: string; index: string };
+  assert.deepEqual([facts.manifest, facts.index], [plain!.digest, indexDigest]);
+  assert.equal(skopeoDigest(ref), indexDigest, 'the tag still names the index');
+  const client = join(dir, 'multi-client');
+  const p = cfs(client, ['pull', ref, '--trust', join(dir, 'publisher.pub'), '--json']);
+  assert.equal(p.status, 0, p.stderr);
+  assert.equal((JSON.parse(p.stdout) as { version: number }).version, 1);
+});

@@ -69,6 +69,8 @@ export interface ImportResult {
   config?: string;
   /** `sha256:<hex>` of the source manifest, where the source has one. */
   manifest?: string;
+  /** `sha256:<hex>` of the multi-platform index the manifest was picked from. */
+  index?: string;
   /** `os/arch[/variant]` of the image. */
   platform?: string;
   imageSize: number;
@@ -167,6 +169,7 @@ async function keepConfig(source: ImageSource, store: Store): Promise<ImageMeta>
   const meta: ImageMeta = { config: await store.addConfig(bytes) };
   if (source.kind === 'layers') {
     if (source.manifestDigest) meta.manifest = source.manifestDigest;
+    if (source.indexDigest) meta.index = source.indexDigest;
     const platform = configPlatform(source.config);
     if (platform) meta.platform = platform;
   } else {

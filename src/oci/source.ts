@@ -41,6 +41,8 @@ export interface LayeredSource {
   configBytes?: Buffer;
   /** `sha256:<hex>` of the image manifest the layers came from, where the source has one. */
   manifestDigest?: string;
+  /** `sha256:<hex>` of the multi-platform index the manifest was picked from, if any. */
+  indexDigest?: string;
   /** Layers, lowest first. */
   layers: SourceLayer[];
   /** Release what the source holds open. */

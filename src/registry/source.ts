@@ -24,7 +24,9 @@ export async function openRegistryImage(ref: RegistryRef, opts: SourceOptions & 
     const platform = parsePlatform(opts.platform ?? hostPlatform());
     let m: FetchedManifest | undefined = await client.getManifest(ref.repo, ref.digest ?? ref.tag ?? 'latest', MANIFEST_TYPES);
     if (!m) throw new RegistryError('NOT_FOUND', `${name}: no such image in the registry`);
+    let indexDigest: string | undefined;
     for (let depth = 0; depth < 8 && m && (INDEX_TYPES.has(m.mediaType) || (Array.isArray(m.json.manifests) && !m.json.layers)); depth++) {
+      if (depth === 0 && m.digest.startsWith('sha256:')) indexDigest = m.digest;
       const d = pickPlatform((m.json.manifests as Descriptor[]) ?? [], platform, `${name} (${m.digest})`);
       m = await client.getManifest(ref.repo, d.digest, MANIFEST_TYPES);
       if (!m) throw new RegistryError('NOT_FOUND', `${name}: manifest ${d.digest} named by the index is missing`);
@@ -51,7 +53,7 @@ export async function openRegistryImage(ref: RegistryRef, opts: SourceOptions & 
       };
       return { mediaType: l.mediaType ?? '', digest: l.digest, size: l.size, diffId: diffIds?.[i], open: () => verified(raw(), { digest: l.digest, size: l.size, what }), openRaw: raw };
     });
-    return { kind: 'layers', name, config, configBytes, manifestDigest: m!.digest.startsWith('sha256:') ? m!.digest : undefined, layers, client, close: async () => client.close() };
+    return { kind: 'layers', name, config, configBytes, manifestDigest: m!.digest.startsWith('sha256:') ? m!.digest : undefined, indexDigest, layers, client, close: async () => client.close() };
   } catch (err) {
     client.close();
     throw err;

@@ -14,6 +14,8 @@ export interface InspectReport {
   tag?: string;
   platform?: string;
   manifest?: string;
+  /** The multi-platform index the manifest was picked from. */
+  index?: string;
   /** Built locally from this ordinary registry image: no cfsdist signature covers it. */
   unsignedFrom?: string;
   config?: {
@@ -49,6 +51,7 @@ export async function inspectImage(store: Store, ref: string): Promise<InspectRe
   if (!isHexDigest(bare)) Object.assign(r, parseRef(ref));
   if (img.meta.platform) r.platform = img.meta.platform;
   if (img.meta.manifest) r.manifest = img.meta.manifest;
+  if (img.meta.index) r.index = img.meta.index;
   if (img.meta.unsignedFrom) r.unsignedFrom = img.meta.unsignedFrom;
   if (img.configBytes && img.meta.config) {
     const c = parseImageConfig(img.configBytes);
@@ -115,7 +118,7 @@ export function inspectLines(r: InspectReport): string[] {
     const sg = r.signature;
     lines.push(`signature     ${sg.verified ? 'verified' : 'NOT verified'}${sg.keyid ? ` key ${sg.keyid.slice(0, 16)}` : ''}${sg.version !== undefined ? ` version ${sg.version}` : ''}${sg.expires ? ` expires ${sg.expires}` : ''}${sg.configSigned === false ? ' (config not signed)' : ''}${sg.error ? ` (${sg.error})` : ''}`);
   } else lines.push(`signature     ${r.unsignedFrom ? `UNSIGNED: built locally from ${r.unsignedFrom}` : '(unsigned)'}`);
-  lines.push(`platform      ${r.platform ?? '(unknown)'}`, `manifest      ${r.manifest ?? '(none)'}`);
+  lines.push(`platform      ${r.platform ?? '(unknown)'}`, `manifest      ${r.manifest ?? '(none)'}${r.index ? ` (from index ${r.index})` : ''}`);
   if (r.config) {
     const c = r.config;
     lines.push(`config        ${c.digest} (${c.size} bytes)`, `entrypoint    ${q(c.entrypoint)}`, `cmd           ${q(c.cmd)}`, `user          ${c.user || '(root)'}`, `workdir       ${c.workdir || '/'}`);

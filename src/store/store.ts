@@ -79,6 +79,8 @@ export interface ImageMeta {
   manifest?: string;
   /** `os/arch[/variant]`. */
   platform?: string;
+  /** `sha256:<hex>` of the multi-platform index `manifest` was picked from. */
+  index?: string;
   /** Where an image built locally from an ordinary registry image came from
    * (docker://HOST/REPO@sha256:…): no cfsdist signature covers it (`pull` without a trusted
    * attached image; `inspect`, `mount` and `run` say so). */
@@ -109,6 +111,7 @@ export function checkImageMeta(meta: ImageMeta, where: string): void {
   if (meta.config !== undefined && !SHA256_DIGEST.test(meta.config)) throw new StoreError('BAD_META', `${where}: config digest ${JSON.stringify(meta.config)} is not sha256:<64 hex>`);
   if (meta.manifest !== undefined && !SHA256_DIGEST.test(meta.manifest)) throw new StoreError('BAD_META', `${where}: manifest digest ${JSON.stringify(meta.manifest)} is not sha256:<64 hex>`);
   if (meta.platform !== undefined && !PLATFORM.test(meta.platform)) throw new StoreError('BAD_META', `${where}: platform ${JSON.stringify(meta.platform)} is not os/arch[/variant]`);
+  if (meta.index !== undefined && !SHA256_DIGEST.test(meta.index)) throw new StoreError('BAD_META', `${where}: index digest ${JSON.stringify(meta.index)} is not sha256:<64 hex>`);
   if (meta.unsignedFrom !== undefined && !/^docker:\/\/[\x21-\x7e]{1,500}$/.test(meta.unsignedFrom)) throw new StoreError('BAD_META', `${where}: unsigned-from ${JSON.stringify(meta.unsignedFrom.slice(0, 80))} is not a docker:// reference`);
 }
 
@@ -118,6 +121,7 @@ function tagText(image: Buffer, meta: ImageMeta): string {
   if (meta.config) t += `config ${meta.config}\n`;
   if (meta.manifest) t += `manifest ${meta.manifest}\n`;
   if (meta.platform) t += `platform ${meta.platform}\n`;
+  if (meta.index) t += `index ${meta.index}\n`;
   if (meta.unsignedFrom) t += `unsigned-from ${meta.unsignedFrom}\n`;
   return t;
 }
@@ -133,7 +137,7 @@ function parseTagText(text: string, path: string): TagRecord {
     const sp = line.indexOf(' ');
     const key = sp < 0 ? line : line.slice(0, sp);
     const value = sp < 0 ? '' : line.slice(sp + 1).trim();
-    if (key === 'config' || key === 'manifest' || key === 'platform') meta[key] = value;
+    if (key === 'config' || key === 'manifest' || key === 'platform' || key === 'index') meta[key] = value;
     else if (key === 'unsigned-from') meta.unsignedFrom = value;
   }
   try {
