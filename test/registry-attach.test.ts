@@ -92,6 +92,14 @@ test('convert attaches a signed cfsdist image to an ordinary image; the tag and 
   assert.equal(refs.length, 1);
   const attached = await getManifest(reg.host, REPO, refs[0]!.digest);
   assert.equal((attached!.json.subject as { digest: string }).digest, before0);
+  // Facts also stated under the composefs OCI sealing spec's names: fs-verity digests of the
+  // ordinary manifest's bytes and of the config's bytes.
+  const { fsverityDigest } = await import('../src/verity/digest.js');
+  const manifestBytes = readFileSync(join(copy, 'blobs', 'sha256', before0.slice(7)));
+  assert.equal((attached!.json.annotations as Record<string, string>)['composefs.manifest.fsverity-sha256-12'], fsverityDigest(manifestBytes).toString('hex'));
+  const cfg = (attached!.json.layers as { mediaType: string; digest: string; annotations?: Record<string, string> }[]).find((l) => l.mediaType === 'application/vnd.oci.image.config.v1+json')!;
+  const cfgBytes = Buffer.from(await (await fetch(`http://${reg.host}/v2/${REPO}/blobs/${cfg.digest}`)).arrayBuffer());
+  assert.equal(cfg.annotations?.['composefs.config.fsverity-sha256-12'], fsverityDigest(cfgBytes).toString('hex'));
   // Again: nothing new is signed, and the registry's referrers are what they were.
   const again = cfs(ci, ['convert', ref, '--key', join(dir, 'publisher'), '--json']);
   assert.equal(again.status, 0, again.stderr);

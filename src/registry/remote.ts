@@ -26,7 +26,7 @@ import { TransportError } from '../client/errors.js';
 import type { DeltaKind, FetchedObject, OutgoingObject, PushTarget, WireStats } from '../client/remote.js';
 import { isUnit, unpackInline } from '../client/unpack.js';
 import type { PackedOrStream, PackedUnit } from '../client/unpack.js';
-import { toHex } from '../verity/digest.js';
+import { fsverityDigest, toHex } from '../verity/digest.js';
 import {
   ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, MT_DELTA_ZPATCH, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
   LARGE_OBJECT, MAX_FRAME, MT_CONFIG, MT_DSSE, MT_EMPTY, MT_EROFS, MT_INDEX, MT_MANIFEST, MT_OBJECT, MT_OBJECT_INDEX, MT_PACK, MT_PKCS7,
@@ -118,6 +118,10 @@ async function readAll(src: AsyncIterable<Buffer> | Iterable<Buffer>, size: numb
   if (n !== size) throw new TransportError('LOCAL_CHANGED', `${what} changed while being sent (${n} bytes, expected ${size})`);
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
+
+/** composefs OCI sealing spec (artifact mode) annotation names for facts we state too. */
+const ANN_COMPOSEFS_CONFIG = 'composefs.config.fsverity-sha256-12';
+const ANN_COMPOSEFS_MANIFEST = 'composefs.manifest.fsverity-sha256-12';
 
 /** Most cfsdist images attached to one ordinary image that a pull considers. */
 const MAX_ATTACHED = 16;
@@ -310,7 +314,9 @@ export class RegistryRemote implements PushTarget {
   async putConfig(digest: string, bytes: Buffer): Promise<void> {
     const up = await this.client.ensureBlob(this.repo, bytes);
     if (up.digest !== digest) throw new RegistryError('DIGEST_MISMATCH', `config to push has digest ${up.digest}, not ${digest}`);
-    this.pendingConfig = { mediaType: MT_IMAGE_CONFIG, digest: up.digest, size: up.size };
+    // The composefs OCI sealing spec's name for the same fact: the fs-verity digest (sha256,
+    // 4 KiB blocks) of the config JSON as stored in the registry.
+    this.pendingConfig = { mediaType: MT_IMAGE_CONFIG, digest: up.digest, size: up.size, annotations: { [ANN_COMPOSEFS_CONFIG]: toHex(fsverityDigest(bytes)) } };
   }
 
   async getFsveritySignature(digest: Buffer): Promise<Buffer | undefined> {
@@ -586,14 +592,17 @@ export class RegistryRemote implements PushTarget {
     // Attach: where the tag names the ordinary image this one was imported from, the cfsdist
     // manifest becomes its referrer and the tag stays on the ordinary image.
     const attachTo = await this.attachSubject(destTag, name, tag, s.manifest);
-    const hints = { [ANN_NAME]: name, [ANN_TAG]: tag, [ANN_VERSION]: String(s.version) };
+    const hints: Record<string, string> = { [ANN_NAME]: name, [ANN_TAG]: tag, [ANN_VERSION]: String(s.version) };
+    // The sealing spec's name for the fs-verity digest of the ordinary manifest's bytes (the
+    // merged EROFS digest is not carried under its name: our image is not its canonical one).
+    if (attachTo?.bytes) hints[ANN_COMPOSEFS_MANIFEST] = toHex(fsverityDigest(attachTo.bytes));
     const manifest = Buffer.from(JSON.stringify({
       schemaVersion: 2,
       mediaType: MT_MANIFEST,
       artifactType: ARTIFACT_IMAGE,
       config: { mediaType: MT_CONFIG, digest: config.digest, size: config.size },
       layers,
-      ...(attachTo ? { subject: attachTo, annotations: hints } : {}),
+      ...(attachTo ? { subject: { mediaType: attachTo.mediaType, digest: attachTo.digest, size: attachTo.size }, annotations: hints } : {}),
     }));
     const mdigest = sha256(manifest);
     const put = await this.client.putManifest(this.repo, mdigest, manifest, MT_MANIFEST);
@@ -632,13 +641,16 @@ export class RegistryRemote implements PushTarget {
    * or, with `force`, when it names another ordinary image. Else refused: the tag moved since
    * the import, and a push must not replace somebody's image.
    */
-  private async attachSubject(destTag: string, name: string, tag: string, source: string | undefined): Promise<Descriptor | undefined> {
+  private async attachSubject(destTag: string, name: string, tag: string, source: string | undefined): Promise<(Descriptor & { bytes?: Buffer }) | undefined> {
     const cur = await this.client.getManifest(this.repo, destTag, MANIFEST_TYPES);
     if (!cur || isCfsdistManifest(cur)) return undefined;
-    if (source && cur.digest === source) return { mediaType: cur.mediaType, digest: cur.digest, size: cur.bytes.length };
+    if (source && cur.digest === source) return { mediaType: cur.mediaType, digest: cur.digest, size: cur.bytes.length, bytes: cur.bytes };
     const list = (cur.json as { manifests?: Descriptor[] }).manifests;
     const d = source && Array.isArray(list) ? list.find((x) => x?.digest === source) : undefined;
-    if (d) return { mediaType: d.mediaType, digest: d.digest, size: d.size };
+    if (d) {
+      const m = await this.client.getManifest(this.repo, d.digest, MANIFEST_TYPES);
+      return { mediaType: d.mediaType, digest: d.digest, size: d.size, bytes: m?.digest === d.digest ? m.bytes : undefined };
+    }
     if (this.opts.force) return undefined;
     throw new RegistryError(
       'TAG_MOVED',
