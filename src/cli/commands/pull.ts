@@ -39,12 +39,8 @@ export function register(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'OCI registry, local build: platform to pick from a multi-platform image (default: this machine)')
     .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string; acceptUnsigned?: boolean; platform?: string }, cmd: Command) => {
       const g = globals(cmd);
-      if (/^docker:\/\/[^@]+@sha256:/.test(ref) || (opts.acceptUnsigned && /^docker:\/\//.test(ref))) {
-        // A digest pins the image: no signature is needed to build it here. With
-        // --accept-unsigned, a tag is pulled signed where it can be, else built here.
-        const built = await pullOrBuild(g, ref, opts);
-        if (built) return;
-      }
+      // A digest pins the image: no signature is needed to build it here.
+      if (/^docker:\/\/[^@]+@sha256:/.test(ref)) return buildHere(g, ref, opts);
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
       const timeout = seconds(opts.timeout, '--timeout', 30);
       const { parseRemoteRef, HttpRemote, pull, ProgressLine, humanBytes } = await import('../../client/index.js');
@@ -89,9 +85,15 @@ export function register(program: Command): void {
       } catch (e) {
         const { SignError } = await import('../../sign/errors.js');
         if (e instanceof SignError && (e.code === 'UNSIGNED' || e.code === 'UNTRUSTED') && /^docker:\/\//.test(ref)) {
-          e.message += '. To build it here from its ordinary layers without a cfsdist signature, pull it by digest (docker://HOST/REPO@sha256:…) or with --accept-unsigned';
-        }
-        throw e;
+          // --accept-unsigned: signed where it can be, else built here.
+          if (opts.acceptUnsigned && !opts.dryRun) {
+            info(g, `cfsdist: ${e.message}; building the image locally from its layers (--accept-unsigned)`);
+            s = undefined;
+          } else {
+            e.message += '. To build it here from its ordinary layers without a cfsdist signature, pull it by digest (docker://HOST/REPO@sha256:…) or with --accept-unsigned';
+            throw e;
+          }
+        } else throw e;
       } finally {
         bar?.done();
         remote.close();
@@ -100,6 +102,7 @@ export function register(program: Command): void {
           await rm(scratch, { recursive: true, force: true });
         }
       }
+      if (!s) return buildHere(g, ref, opts);
       if (g.json) return outJson(s);
       if (s.plan) {
         const p = s.plan;
@@ -170,39 +173,15 @@ export function register(program: Command): void {
     });
 }
 
-/** `pull docker://…@sha256:…` (always built here) or `pull --accept-unsigned docker://…:TAG`
- * (signed pull first): true when the image was built locally from its ordinary layers. */
-async function pullOrBuild(g: GlobalOptions, ref: string, opts: { trust: string[]; platform?: string; dryRun?: boolean }): Promise<boolean> {
-  const { Store } = await import('../../store/store.js');
-  const { SignError } = await import('../../sign/errors.js');
+/** Build a registry image here from its ordinary layers, recorded as unsigned: for
+ * `pull docker://…@sha256:…`, and for `pull --accept-unsigned` where no trusted signed image
+ * is attached. */
+async function buildHere(g: GlobalOptions, ref: string, opts: { platform?: string; dryRun?: boolean }): Promise<void> {
   if (opts.dryRun) throw new UsageError('--dry-run plans signed pulls; a local build of an unsigned image has no plan');
-  const store = await Store.open(g.store, { create: true });
-  if (!/@sha256:/.test(ref)) {
-    const { openRegistryRemote } = await import('../../registry/open-remote.js');
-    const { pull } = await import('../../client/index.js');
-    const { loadTrustedKeys } = await import('../../sign/keys.js');
-    const { SignRecords } = await import('../../sign/records.js');
-    const o = openRegistryRemote(ref);
-    try {
-      const trusted = await loadTrustedKeys(opts.trust, new SignRecords(g.store).trustDir);
-      const s = await pull({ store, remote: o.remote, name: o.name, tag: o.tag, trusted });
-      if (g.json) outJson(s);
-      else out(`pulled ${o.name}:${o.tag} version ${s.version} (signed): image ${s.image}; ${s.objects.fetched} objects fetched`);
-      return true;
-    } catch (e) {
-      if (!(e instanceof SignError)) throw e;
-      info(g, `cfsdist: ${e.message}; building the image locally from its layers (--accept-unsigned)`);
-    } finally {
-      o.remote.close();
-    }
-  }
+  const { Store } = await import('../../store/store.js');
   const { buildUnsigned } = await import('../../registry/local-build.js');
-  const b = await buildUnsigned(ref, store, { platform: opts.platform });
-  if (g.json) {
-    outJson({ ...b, signed: false });
-    return true;
-  }
+  const b = await buildUnsigned(ref, await Store.open(g.store, { create: true }), { platform: opts.platform });
+  if (g.json) return outJson({ ...b, signed: false });
   out(`built ${b.name}:${b.tag} locally: image ${b.image} (UNSIGNED: from ${b.unsignedFrom})`);
   info(g, `  ${b.imported.layers} layers, ${b.imported.entries} entries, ${b.imported.objectsNew} objects written; ${b.received} bytes received for ${b.layerBytes} bytes of layers`);
-  return true;
 }

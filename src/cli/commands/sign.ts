@@ -59,7 +59,7 @@ export function register(program: Command): void {
     .option('--resign', 'sign a new version even if the current statement already covers this image')
     .action(async (ref: string, opts: { key: string; expires?: string; fsverityKey?: string; fsverityCert?: string; platform?: string; resign?: boolean }, cmd: Command) => {
       const g = globals(cmd);
-      if (Boolean(opts.fsverityKey) !== Boolean(opts.fsverityCert)) throw new UsageError('convert: --fsverity-key and --fsverity-cert go together');
+      checkFsverityPair('convert', opts);
       const { Store } = await import('../../store/store.js');
       const s = await import('../../sign/index.js');
       const { convertImage } = await import('../../registry/convert.js');
@@ -68,7 +68,7 @@ export function register(program: Command): void {
         ref,
         store,
         key: await s.loadPrivateKey(opts.key),
-        fsverity: opts.fsverityKey ? await s.loadFsveritySigner(opts.fsverityKey, opts.fsverityCert!) : undefined,
+        fsverity: await fsveritySigner('convert', opts),
         expiresIn: opts.expires !== undefined ? s.parseDuration(opts.expires) : undefined,
         platform: opts.platform,
         resign: opts.resign,
@@ -93,7 +93,7 @@ export function register(program: Command): void {
     .option('--deltas <n>', 'make metadata deltas from this many earlier images of the name: previous versions of the tag, then other tags (default 3)')
     .action(async (ref: string, opts: { key: string; expires?: string; version?: string; fsverityKey?: string; fsverityCert?: string; deltas?: string }, cmd: Command) => {
       const g = globals(cmd);
-      if (Boolean(opts.fsverityKey) !== Boolean(opts.fsverityCert)) throw new UsageError('sign: --fsverity-key and --fsverity-cert go together');
+      checkFsverityPair('sign', opts);
       let version: number | undefined;
       if (opts.version !== undefined) {
         version = Number(opts.version);
@@ -105,7 +105,7 @@ export function register(program: Command): void {
       const { name, tag } = parseRef(ref);
       const store = await Store.open(g.store);
       const k = await s.loadPrivateKey(opts.key);
-      const fsverity = opts.fsverityKey ? await s.loadFsveritySigner(opts.fsverityKey, opts.fsverityCert!) : undefined;
+      const fsverity = await fsveritySigner('sign', opts);
       const keep = opts.deltas !== undefined ? Number(opts.deltas) : undefined;
       if (keep !== undefined && (!Number.isInteger(keep) || keep < 0)) throw new UsageError(`--deltas takes a count, got ${JSON.stringify(opts.deltas)}`);
       const r = await s.signImage(store, name, tag, k, {
@@ -141,4 +141,17 @@ export function register(program: Command): void {
       out(`${name}:${tag} version ${r.statement.version}: good signature by ${r.keyid} (${r.keySource}); image ${r.statement.image}, expires ${s.formatTime(r.statement.expires)}`);
       if (!r.tagMatches) out(`warning: the local tag ${name}:${tag} does not point at the signed image`);
     });
+}
+
+/** --fsverity-key and --fsverity-cert go together. */
+function checkFsverityPair(command: string, opts: { fsverityKey?: string; fsverityCert?: string }): void {
+  if (Boolean(opts.fsverityKey) !== Boolean(opts.fsverityCert)) throw new UsageError(`${command}: --fsverity-key and --fsverity-cert go together`);
+}
+
+/** The kernel-signature signer of --fsverity-key/--fsverity-cert, if given (checked pair). */
+async function fsveritySigner(command: string, opts: { fsverityKey?: string; fsverityCert?: string }): Promise<import('../../sign/index.js').FsveritySigner | undefined> {
+  checkFsverityPair(command, opts);
+  if (!opts.fsverityKey) return undefined;
+  const { loadFsveritySigner } = await import('../../sign/index.js');
+  return loadFsveritySigner(opts.fsverityKey, opts.fsverityCert!);
 }
