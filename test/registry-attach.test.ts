@@ -235,7 +235,10 @@ test('an unconverted image: by tag refused without --accept-unsigned; by digest 
   assert.deepEqual([built.name, built.tag, built.signed, built.unsignedFrom], ['library/plain', `sha256-${digest.slice(7)}`, false, `docker://${reg.host}/library/plain@${digest}`]);
   const ratio = built.received / built.layerBytes;
   console.log(`# local build: ${built.received} bytes received for ${built.layerBytes} bytes of compressed layers (${ratio.toFixed(4)}×)`);
-  assert.ok(ratio <= 1.01, `wire ${ratio}× the layers`);
+  // Every layer crosses the wire once; what else is received (manifest, config, HTTP headers)
+  // is a fixed few KiB, not a share of the layers.
+  assert.ok(built.received >= built.layerBytes, `${built.received} bytes received for ${built.layerBytes} of layers`);
+  assert.ok(built.received - built.layerBytes < 32 * 1024, `overhead ${built.received - built.layerBytes} bytes beyond the layers`);
   // The same bytes a server-side import of that image makes.
   const srv = join(dir, 'server-import');
   const imp = cfs(srv, ['import', `docker://${reg.host}/library/plain:1`, 'plain:1', '--json']);

@@ -32,7 +32,7 @@ import { factsOfTree } from '../sign/image-facts.js';
 import type { ImageFacts, ObjectRef } from '../sign/image-facts.js';
 import type { PublicKeyEntry } from '../sign/keys.js';
 import { SignError } from '../sign/errors.js';
-import { SignRecords } from '../sign/records.js';
+import { SignRecords, commitStatement } from '../sign/records.js';
 import { checkVersion, verifyStatement } from '../sign/statement.js';
 import type { ImageStatement } from '../sign/statement.js';
 import { Ingest } from './ingest.js';
@@ -475,8 +475,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     if (config) meta.config = await store.addConfig(config.bytes);
     if (s.manifest) meta.manifest = s.manifest;
     if (s.platform) meta.platform = s.platform;
-    await store.setTag(name, tag, image, meta);
-    await records.writeStatement(name, tag, s.version, envelope);
+    await commitStatement(store, records, name, tag, image, meta, s.version, envelope);
     await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });
     await ingest!.remove();
     progress.phase = 'done';

@@ -89,10 +89,24 @@ export function negotiate(acceptHeader: string | undefined, mode: CompressMode):
   return 'identity';
 }
 
+let liveFilters = 0;
+
+/** Filter processes (zstd) of this process running now: a server bounds how many it starts
+ * (it falls back to in-process gzip, or refuses an encoded upload, at its cap). */
+export function filterProcesses(): number {
+  return liveFilters;
+}
+
 /** A Duplex around a filter process (bytes in on stdin, out on stdout). A non-zero exit or a
  * spawn failure destroys the stream with EncodingError; destroying the stream kills the process. */
 function processFilter(cmd: string, args: string[], what: string): Duplex {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  liveFilters++;
+  let counted = true;
+  const uncount = (): void => {
+    if (counted) liveFilters--;
+    counted = false;
+  };
   const stdin = child.stdin as Writable;
   const stdout = child.stdout as Readable;
   let stderr = '';
@@ -122,10 +136,12 @@ function processFilter(cmd: string, args: string[], what: string): Duplex {
   stdin.on('error', () => undefined); // EPIPE when the process dies first: reported via its exit
   child.on('error', (e: NodeJS.ErrnoException) => {
     finished = true;
+    uncount();
     d.destroy(new EncodingError('ENCODING_TOOL', e.code === 'ENOENT' ? `${cmd} not found (install the Debian package ${cmd})` : `${cmd}: ${e.message}`));
   });
   child.on('close', (code, signal) => {
     finished = true;
+    uncount();
     if (d.destroyed) return;
     if (code === 0) d.push(null);
     else d.destroy(new EncodingError('ENCODING_CORRUPT', `${what}: ${cmd} ${signal ? `killed by ${signal}` : `exited with ${code}`}${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`));

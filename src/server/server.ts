@@ -13,6 +13,8 @@
  */
 import { spawn } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { availableParallelism } from 'node:os';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { open, stat, unlink } from 'node:fs/promises';
@@ -25,8 +27,8 @@ import type { ImageMeta, Store } from '../store/store.js';
 import { writeTemp } from '../store/atomic.js';
 import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
 import type { PublicKeyEntry } from '../sign/keys.js';
-import { SignRecords } from '../sign/records.js';
-import { encoder, negotiate } from './compress.js';
+import { SignRecords, commitStatement, tagStatement } from '../sign/records.js';
+import { encoder, filterProcesses, negotiate } from './compress.js';
 import type { CompressMode, Encoding } from './compress.js';
 import {
   API,
@@ -59,6 +61,28 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** Largest image accepted by push (default 1 GiB). */
   maxImageSize?: number;
+  /** Largest object accepted by push (default 16 GiB). */
+  maxObjectSize?: number;
+  /** Most content bytes one pack response may carry (default 256 MiB; a client asks for packs
+   * of at most 8 MiB). */
+  maxPackBytes?: number;
+  /** Most compressor processes (zstd) at once; beyond them responses are gzip (in process) and
+   * zstd-encoded uploads are answered 503 (default: the number of CPUs, at least 2). */
+  maxFilterProcesses?: number;
+}
+
+/** Options of the listening socket (startServer). */
+export interface ListenOptions {
+  host?: string;
+  port?: number;
+  /** A client must send its request headers within this (default 20 s). */
+  headersTimeoutMs?: number;
+  /** … and its whole request, body included, within this (default 10 min). */
+  requestTimeoutMs?: number;
+  /** Most connections open at once; more are refused (default 1024). */
+  maxConnections?: number;
+  /** Serve HTTPS with this certificate chain and key (PEM). */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 const READ_CHUNK = 256 * 1024;
@@ -74,6 +98,17 @@ interface Loaded {
   d: Buffer;
   size: number;
   data?: Buffer;
+}
+
+/** The distinct digests of a list, first occurrences in order. */
+function unique(digests: Buffer[]): Buffer[] {
+  const seen = new Set<string>();
+  return digests.filter((d) => {
+    const k = d.toString('latin1');
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /** syncfs(2) of the filesystem holding `path` (coreutils `sync -f`). */
@@ -111,6 +146,29 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   const records = new SignRecords(store.dir);
   const compress = opts.compress ?? 'auto';
   const maxImage = opts.maxImageSize ?? 1 << 30;
+  const maxObject = opts.maxObjectSize ?? 16 * (1 << 30);
+  const maxPack = opts.maxPackBytes ?? 256 << 20;
+  const maxFilters = opts.maxFilterProcesses ?? Math.max(2, availableParallelism());
+  /** Statement pushes in progress per NAME:TAG (one at a time: check and commit together). */
+  const statementQueue = new Map<string, Promise<unknown>>();
+
+  /** The response encoding: zstd only while a compressor process may be started. */
+  const responseEncoding = (req: IncomingMessage): Encoding => {
+    const e = negotiate(req.headers['accept-encoding'], compress);
+    return e === 'zstd' && filterProcesses() >= maxFilters ? negotiate(req.headers['accept-encoding'], 'gzip') : e;
+  };
+  /** Anyone may query and ask for packs: such bodies are small and must come unencoded (an
+   * encoded body costs the server a decompressor for every request). */
+  const plainBody = (req: IncomingMessage, what: string): void => {
+    const enc = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (enc !== '' && enc !== 'identity') throw new HttpStatusError(415, `${what}: Content-Encoding ${JSON.stringify(enc.slice(0, 40))} is not accepted here (send the body unencoded)`);
+  };
+  /** A pushed body, decoded; a zstd one only while a decompressor may be started. */
+  const uploadBody = (req: IncomingMessage, what: string): AsyncIterable<Buffer> => {
+    const enc = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+    if (enc === 'zstd' && filterProcesses() >= maxFilters) throw new HttpStatusError(503, `${what}: the server is busy decompressing other uploads; retry, or send gzip`);
+    return requestBody(req, what);
+  };
 
   const authorize = (req: IncomingMessage): void => {
     const presented = bearerOf(req);
@@ -151,7 +209,7 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         await stream(res, fileRange(fh, range.start, range.end), 'identity');
         return;
       }
-      const enc = req.method === 'HEAD' || size < MIN_COMPRESS ? 'identity' : negotiate(req.headers['accept-encoding'], compress);
+      const enc = req.method === 'HEAD' || size < MIN_COMPRESS ? 'identity' : responseEncoding(req);
       if (enc === 'identity') {
         res.writeHead(200, { ...common, ...etagOf(''), 'Content-Length': String(size) });
         if (req.method === 'HEAD') return void res.end();
@@ -167,8 +225,13 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
 
   /** A pack of the requested objects. */
   const sendPack = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const digests = parseDigestList(await readBody(req, MAX_PACK_DIGESTS * 32, 'pack request'), MAX_PACK_DIGESTS);
-    const enc = negotiate(req.headers['accept-encoding'], compress);
+    plainBody(req, 'pack request');
+    const digests = unique(parseDigestList(await readBody(req, MAX_PACK_DIGESTS * 32, 'pack request'), MAX_PACK_DIGESTS));
+    // What the response may cost is known before it starts: the sizes of the (distinct) objects.
+    let bytes = 0;
+    for (const d of digests) bytes += statSync(store.objects.path(d), { throwIfNoEntry: false })?.size ?? 0;
+    if (bytes > maxPack) throw new HttpStatusError(413, `pack request: ${digests.length} objects of ${bytes} bytes; a pack carries at most ${maxPack} bytes (ask for fewer)`);
+    const enc = responseEncoding(req);
     const headers: Record<string, string> = { 'Content-Type': PACK_MEDIA_TYPE, 'Cache-Control': 'no-store' };
     if (enc !== 'identity') headers['Content-Encoding'] = enc;
     res.writeHead(200, headers);
@@ -243,12 +306,22 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   };
 
   const query = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    plainBody(req, 'query');
     const digests = parseDigestList(await readBody(req, MAX_QUERY_DIGESTS * 32, 'query'), MAX_QUERY_DIGESTS);
-    // Synchronous stats (about 8 µs each from the dentry cache), yielding every 1024.
+    // Synchronous stats (about 8 µs each from the dentry cache), yielding every 1024; each
+    // distinct digest is looked up once, however often it is asked for.
     const bits: boolean[] = new Array(digests.length).fill(false);
+    const seen = new Map<string, boolean>();
+    let looked = 0;
     for (let i = 0; i < digests.length; i++) {
-      bits[i] = statSync(store.objects.path(digests[i]!), { throwIfNoEntry: false })?.isFile() ?? false;
-      if (i % 1024 === 1023) await new Promise((r) => setImmediate(r));
+      const key = digests[i]!.toString('latin1');
+      let present = seen.get(key);
+      if (present === undefined) {
+        present = statSync(store.objects.path(digests[i]!), { throwIfNoEntry: false })?.isFile() ?? false;
+        seen.set(key, present);
+        if (++looked % 1024 === 0) await new Promise((r) => setImmediate(r));
+      }
+      bits[i] = present;
     }
     const body = encodeBitmap(bits);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(body.length), 'X-Cfsdist-Present': String(bits.filter(Boolean).length) });
@@ -257,12 +330,18 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
 
   const putObject = async (req: IncomingMessage, res: ServerResponse, digest: Buffer): Promise<void> => {
     authorize(req);
+    const what = `object ${toHex(digest)}`;
+    // The size is declared up front (Content-Length, or X-Cfsdist-Size for an encoded body)
+    // and the body must match it.
+    const declared = Number(req.headers['content-encoding'] ? req.headers['x-cfsdist-size'] : req.headers['content-length']);
+    if (!Number.isSafeInteger(declared) || declared < 0) throw new HttpStatusError(411, `${what}: declare the object's size (Content-Length, or X-Cfsdist-Size with a Content-Encoding)`);
+    if (declared > maxObject) throw new HttpStatusError(413, `${what}: ${declared} bytes; this server takes objects of at most ${maxObject} bytes`);
     // A generator, not the request itself: addStream destroys a stream it does not need to read
     // (object already present), which would cut the connection before the answer.
-    const body = requestBody(req, `object ${toHex(digest)}`);
+    const body = uploadBody(req, what);
     const r = await store.objects.addStream((async function* () {
       yield* body;
-    })(), { expected: digest });
+    })(), { expected: digest, size: declared });
     if (!req.complete) req.resume();
     sendJson(res, r.existed ? 200 : 201, { digest: toHex(r.digest), size: r.size, existed: r.existed });
   };
@@ -271,7 +350,8 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     authorize(req);
     let added = 0;
     let existed = 0;
-    for await (const e of readPack(requestBody(req, 'pack upload'), 'pack upload')) {
+    for await (const e of readPack(uploadBody(req, 'pack upload'), 'pack upload')) {
+      if (e.size > maxObject) throw new HttpStatusError(413, `pack upload: object ${toHex(e.digest)} of ${e.size} bytes; this server takes objects of at most ${maxObject} bytes`);
       let r;
       if (e.size <= SMALL_OBJECT) {
         // Small: hashed in memory first, so a wrong one is refused before it is written.
@@ -288,9 +368,12 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   const putImage = async (req: IncomingMessage, res: ServerResponse, digest: Buffer): Promise<void> => {
     authorize(req);
     const hex = toHex(digest);
+    const declared = req.headers['content-encoding'] ? undefined : Number(req.headers['content-length'] ?? NaN);
+    if (declared !== undefined && declared > maxImage) throw new HttpStatusError(413, `image ${hex}: ${declared} bytes; this server takes images of at most ${maxImage} bytes`);
+    const body = uploadBody(req, `image ${hex}`);
     let n = 0;
     async function* limited(): AsyncGenerator<Buffer> {
-      for await (const c of requestBody(req, `image ${hex}`)) {
+      for await (const c of body) {
         n += c.length;
         if (n > maxImage) throw new HttpStatusError(413, `image ${hex}: larger than ${maxImage} bytes`);
         yield c;
@@ -316,8 +399,10 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     }
   };
 
+  const servedStatement = (name: string, tag: string): Promise<Buffer | undefined> => tagStatement(store, records, name, tag);
+
   const getStatement = async (res: ServerResponse, name: string, tag: string): Promise<void> => {
-    const b = await records.readStatement(name, tag);
+    const b = await servedStatement(name, tag);
     if (!b) throw new HttpStatusError(404, `no signed statement for ${name}:${tag}`);
     res.writeHead(200, { 'Content-Type': STATEMENT_MEDIA_TYPE, 'Content-Length': String(b.length), 'Cache-Control': 'no-cache' });
     res.end(b);
@@ -326,6 +411,20 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   const putStatement = async (req: IncomingMessage, res: ServerResponse, name: string, tag: string): Promise<void> => {
     authorize(req);
     const bytes = await readBody(req, 1 << 20, `statement ${name}:${tag}`);
+    // One push per tag at a time, and gc kept out (the store lock, shared) from the version
+    // check to the commit: two racing pushes cannot both pass the check.
+    const key = `${name}:${tag}`;
+    const prev = statementQueue.get(key) ?? Promise.resolve();
+    const mine = prev.catch(() => undefined).then(() => store.withLease(() => acceptStatement(res, name, tag, bytes)));
+    statementQueue.set(key, mine);
+    try {
+      await mine;
+    } finally {
+      if (statementQueue.get(key) === mine) statementQueue.delete(key);
+    }
+  };
+
+  const acceptStatement = async (res: ServerResponse, name: string, tag: string, bytes: Buffer): Promise<void> => {
     const s = await import('../sign/index.js');
     const where = `pushed statement for ${name}:${tag}`;
     const st = opts.trusted?.length
@@ -337,7 +436,7 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     const objs = await store.imageObjects(image);
     const size = (await stat(store.imagePath(image))).size;
     if (objs.length !== st.objectCount || size !== st.imageSize) throw new HttpStatusError(400, `${where}: statement says ${st.objectCount} objects and ${st.imageSize} image bytes, the image has ${objs.length} and ${size}`);
-    const cur = await records.readStatement(name, tag);
+    const cur = await servedStatement(name, tag);
     if (cur) {
       if (cur.equals(bytes)) return sendJson(res, 200, { name, tag, version: st.version, existed: true });
       let curVersion = 0;
@@ -361,8 +460,7 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     }
     if (st.manifest) meta.manifest = st.manifest;
     if (st.platform) meta.platform = st.platform;
-    await store.setTag(name, tag, image, meta);
-    await records.writeStatement(name, tag, st.version, bytes);
+    await commitStatement(store, records, name, tag, image, meta, st.version, bytes);
     sendJson(res, 201, { name, tag, version: st.version, image: st.image });
   };
 
@@ -386,13 +484,18 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   const listTags = async (res: ServerResponse): Promise<void> => {
     const tags = await store.listTags();
     const out = [];
-    for (const t of tags) out.push({ name: t.name, tag: t.tag, image: toHex(t.image), signed: Boolean(await records.readStatement(t.name, t.tag).catch(() => undefined)) });
+    for (const t of tags) out.push({ name: t.name, tag: t.tag, image: toHex(t.image), signed: t.meta.statement !== undefined || Boolean(await records.readStatement(t.name, t.tag).catch(() => undefined)) });
     sendJson(res, 200, { tags: out }, { 'Cache-Control': 'no-cache' });
   };
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://x');
-    const parts = url.pathname.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+    let parts: string[];
+    try {
+      parts = url.pathname.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+    } catch {
+      throw new HttpStatusError(400, 'malformed percent-encoding in the URL');
+    }
     const m = req.method ?? 'GET';
     const isRead = m === 'GET' || m === 'HEAD';
     if (`/${parts[0]}` !== API) throw new HttpStatusError(404, `no such resource ${url.pathname}`);
@@ -453,8 +556,9 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
         opts.log?.(`${req.method} ${req.url} ${status} ${msg}`);
         if (status === 500 && !opts.log) process.stderr.write(`cfsdist serve: ${req.method} ${req.url}: ${msg}\n`);
         const extra = err instanceof HttpStatusError ? err.extra : undefined;
-        const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer realm="cfsdist"' } : {};
-        sendError(res, status, msg, extra, headers);
+        const headers: Record<string, string> = status === 401 ? { 'WWW-Authenticate': 'Bearer realm="cfsdist"' } : status === 503 ? { 'Retry-After': '1' } : {};
+        // What went wrong inside (file names, system errors) stays in the server's log.
+        sendError(res, status, status === 500 ? 'internal server error (see the server log)' : msg, extra, headers);
         // A request whose body was not read: drain it (closing now would reset the connection
         // under the client before it reads the answer), but only so much of it.
         if (!req.complete) {
@@ -475,15 +579,30 @@ export interface RunningServer {
   server: Server;
   host: string;
   port: number;
-  /** http://HOST:PORT */
+  /** http(s)://HOST:PORT */
   url: string;
   close(): Promise<void>;
 }
 
-/** Create the server and listen on host:port (port 0 = any free port). */
-export async function startServer(opts: ServerOptions & { host?: string; port?: number }): Promise<RunningServer> {
-  const server = createHttpServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 }, makeHandler(opts));
+/** Create the server and listen on host:port (port 0 = any free port). Slow clients are
+ * bounded: request headers must arrive within `headersTimeoutMs`, the whole request within
+ * `requestTimeoutMs`, a connection idle for `idleTimeoutMs` is closed, and at most
+ * `maxConnections` are open at once. */
+export async function startServer(opts: ServerOptions & ListenOptions): Promise<RunningServer> {
+  const headersTimeout = opts.headersTimeoutMs ?? 20_000;
+  const requestTimeout = Math.max(opts.requestTimeoutMs ?? 600_000, headersTimeout);
+  const httpOpts = {
+    headersTimeout,
+    requestTimeout,
+    keepAliveTimeout: 5_000,
+    // How often Node checks those two deadlines (its default, 30 s, would let a slow client
+    // outstay a short timeout by that much).
+    connectionsCheckingInterval: Math.max(100, Math.min(5_000, Math.floor(headersTimeout / 4))),
+  };
+  const handler = makeHandler(opts);
+  const server: Server = opts.tls ? createHttpsServer({ ...httpOpts, cert: opts.tls.cert, key: opts.tls.key }, handler) : createHttpServer(httpOpts, handler);
   server.timeout = opts.idleTimeoutMs ?? 120_000;
+  server.maxConnections = opts.maxConnections ?? 1024;
   const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -499,7 +618,7 @@ export async function startServer(opts: ServerOptions & { host?: string; port?: 
     server,
     host,
     port,
-    url: `http://${urlHost}:${port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${urlHost}:${port}`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

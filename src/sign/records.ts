@@ -24,6 +24,7 @@ import { writeTemp, fsyncDir } from '../store/atomic.js';
 import { FSVERITY_SIGNATURES_DIR, checkName, checkTag } from '../store/names.js';
 import { toHex } from '../verity/digest.js';
 import type { AcceptedVersion } from './statement.js';
+import type { ImageMeta, Store } from '../store/store.js';
 
 /** The last accepted statement of a tag, as recorded. */
 export interface AcceptedRecord extends AcceptedVersion {
@@ -81,9 +82,23 @@ export class SignRecords {
 
   /** Make `bytes` the current statement of NAME:TAG and add it to the history. */
   async writeStatement(name: string, tag: string, version: number, bytes: Buffer): Promise<void> {
-    const base = this.base(name, tag);
-    await this.writeAtomic(join(base + '.history', `${version}.dsse`), bytes);
-    await this.writeAtomic(base + '.dsse', bytes);
+    await this.writeStatementVersion(name, tag, version, bytes);
+    await this.writeCurrentStatement(name, tag, bytes);
+  }
+
+  /** Make `bytes` (already in the history) the current statement of NAME:TAG. */
+  async writeCurrentStatement(name: string, tag: string, bytes: Buffer): Promise<void> {
+    await this.writeAtomic(this.statementPath(name, tag), bytes);
+  }
+
+  /** Add `bytes` to the history of NAME:TAG as `version` (not made current). */
+  async writeStatementVersion(name: string, tag: string, version: number, bytes: Buffer): Promise<void> {
+    await this.writeAtomic(join(this.base(name, tag) + '.history', `${version}.dsse`), bytes);
+  }
+
+  /** Statement `version` of NAME:TAG from the history, or undefined. */
+  async readStatementVersion(name: string, tag: string, version: number): Promise<Buffer | undefined> {
+    return readOptional(join(this.base(name, tag) + '.history', `${version}.dsse`));
   }
 
   /** Versions in the history of NAME:TAG, ascending. */
@@ -141,4 +156,25 @@ export class SignRecords {
     }
     await fsyncDir(dir);
   }
+}
+
+/**
+ * Point NAME:TAG at `image` together with its signed statement `bytes` (version `version`):
+ * the statement goes into the history first, then the tag file is replaced — naming the image
+ * and the statement's version, the one commit point — and last the current-statement file. A
+ * crash before the tag is written leaves the old tag with its old statement; after it, the tag
+ * names the new statement, which is already on disk. Readers that need the pair take the
+ * statement the tag names (`tagStatement`).
+ */
+export async function commitStatement(store: Store, records: SignRecords, name: string, tag: string, image: Buffer, meta: ImageMeta, version: number, bytes: Buffer): Promise<void> {
+  await records.writeStatementVersion(name, tag, version, bytes);
+  await store.setTag(name, tag, image, { ...meta, statement: version });
+  await records.writeCurrentStatement(name, tag, bytes);
+}
+
+/** The statement of NAME:TAG that goes with the tag's image: the version the tag names, else
+ * (tags written before tags named their statement) the current one. */
+export async function tagStatement(store: Store, records: SignRecords, name: string, tag: string): Promise<Buffer | undefined> {
+  const version = (await store.getTagRecord(name, tag))?.meta.statement;
+  return version !== undefined ? records.readStatementVersion(name, tag, version) : records.readStatement(name, tag);
 }

@@ -10,7 +10,7 @@ import { fromHex, toHex } from '../verity/digest.js';
 import { SignError } from './errors.js';
 import { imageFacts } from './image-facts.js';
 import type { PrivateKeyEntry, PublicKeyEntry } from './keys.js';
-import { SignRecords } from './records.js';
+import { SignRecords, commitStatement } from './records.js';
 import { DEFAULT_EXPIRY_SECONDS, parseStatementPayload, signStatement, verifyStatement } from './statement.js';
 import { parseEnvelope } from './dsse.js';
 import type { ImageStatement, VerifiedStatement } from './statement.js';
@@ -93,7 +93,7 @@ export async function signImage(store: Store, name: string, tag: string, key: Pr
     ...(rec.meta.platform ? { platform: rec.meta.platform } : {}),
   };
   const envelope = signStatement(statement, [key]);
-  await records.writeStatement(name, tag, version, envelope);
+  await commitStatement(store, records, name, tag, image, rec.meta, version, envelope);
   const out: SignImageResult = { statement, envelope, statementPath: records.statementPath(name, tag), keyid: key.keyid, deltas: [] };
   if (opts.fsverity) {
     await records.writeFsveritySig(image, signFsverityDigest(image, opts.fsverity));

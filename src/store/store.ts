@@ -85,6 +85,10 @@ export interface ImageMeta {
    * (docker://HOST/REPO@sha256:…): no cfsdist signature covers it (`pull` without a trusted
    * attached image; `inspect`, `mount` and `run` say so). */
   unsignedFrom?: string;
+  /** Version of the signed statement that points the tag at this image
+   * (STORE/signatures/NAME/:TAG.history/VERSION.dsse): the tag file is the one commit point of
+   * the pair (sign/records.ts commitStatement). */
+  statement?: number;
 }
 
 /** One tag. */
@@ -112,6 +116,7 @@ export function checkImageMeta(meta: ImageMeta, where: string): void {
   if (meta.manifest !== undefined && !SHA256_DIGEST.test(meta.manifest)) throw new StoreError('BAD_META', `${where}: manifest digest ${JSON.stringify(meta.manifest)} is not sha256:<64 hex>`);
   if (meta.platform !== undefined && !PLATFORM.test(meta.platform)) throw new StoreError('BAD_META', `${where}: platform ${JSON.stringify(meta.platform)} is not os/arch[/variant]`);
   if (meta.index !== undefined && !SHA256_DIGEST.test(meta.index)) throw new StoreError('BAD_META', `${where}: index digest ${JSON.stringify(meta.index)} is not sha256:<64 hex>`);
+  if (meta.statement !== undefined && (!Number.isSafeInteger(meta.statement) || meta.statement < 1)) throw new StoreError('BAD_META', `${where}: statement version ${JSON.stringify(meta.statement)} is not a positive integer`);
   if (meta.unsignedFrom !== undefined && !/^docker:\/\/[\x21-\x7e]{1,500}$/.test(meta.unsignedFrom)) throw new StoreError('BAD_META', `${where}: unsigned-from ${JSON.stringify(meta.unsignedFrom.slice(0, 80))} is not a docker:// reference`);
 }
 
@@ -123,6 +128,7 @@ function tagText(image: Buffer, meta: ImageMeta): string {
   if (meta.platform) t += `platform ${meta.platform}\n`;
   if (meta.index) t += `index ${meta.index}\n`;
   if (meta.unsignedFrom) t += `unsigned-from ${meta.unsignedFrom}\n`;
+  if (meta.statement !== undefined) t += `statement ${meta.statement}\n`;
   return t;
 }
 
@@ -139,6 +145,7 @@ function parseTagText(text: string, path: string): TagRecord {
     const value = sp < 0 ? '' : line.slice(sp + 1).trim();
     if (key === 'config' || key === 'manifest' || key === 'platform' || key === 'index') meta[key] = value;
     else if (key === 'unsigned-from') meta.unsignedFrom = value;
+    else if (key === 'statement') meta.statement = /^[0-9]{1,15}$/.test(value) ? Number(value) : NaN;
   }
   try {
     checkImageMeta(meta, path);

@@ -23,15 +23,26 @@ export function parseListen(s: string): { host: string; port: number } {
 export function register(program: Command): void {
   program
     .command('serve')
-    .description('serve the store over HTTP: tags, signed statements, images, objects (read); push (with --token-file)')
+    .description('serve the store over HTTP(S): tags, signed statements, images, objects (read); push (with --token-file)')
     .option('--listen <host:port>', `address to listen on (port 0: any free port; default ${DEFAULT_LISTEN})`)
     .option('--token-file <file>', 'enable push: bearer token clients must present')
     .option('--compress <mode>', 'response compression: auto (zstd if installed, else gzip), zstd, gzip, none', 'auto')
     .option('--trust <pubkey>', 'accept pushed statements only when signed by this key (repeatable)', collect, [])
     .option('--idle-timeout <seconds>', 'close connections idle this long (default 120)')
-    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string }, cmd: Command) => {
+    .option('--headers-timeout <seconds>', 'a client must send its request headers within this (default 20)')
+    .option('--request-timeout <seconds>', 'a client must send its whole request, body included, within this (default 600)')
+    .option('--max-connections <n>', 'most connections open at once (default 1024)')
+    .option('--tls-cert <file>', 'serve HTTPS: certificate chain (PEM)')
+    .option('--tls-key <file>', 'serve HTTPS: private key (PEM) of --tls-cert')
+    .option('--insecure', 'allow --token-file on plain HTTP on an address other than loopback (the token travels in clear)')
+    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string; headersTimeout?: string; requestTimeout?: string; maxConnections?: string; tlsCert?: string; tlsKey?: string; insecure?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const { host, port } = parseListen(opts.listen ?? DEFAULT_LISTEN);
+      if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together');
+      const loopback = host === 'localhost' || /^127\./.test(host) || host === '::1';
+      if (opts.tokenFile && !opts.tlsCert && !loopback && !opts.insecure) {
+        throw new UsageError(`--token-file on plain HTTP at ${host}: push tokens would travel in clear; serve HTTPS (--tls-cert, --tls-key), listen on loopback, or pass --insecure`);
+      }
       const { Store } = await import('../../store/store.js');
       const { startServer } = await import('../../server/server.js');
       const { parseCompressMode } = await import('../../server/compress.js');
@@ -46,8 +57,21 @@ export function register(program: Command): void {
         const { loadTrustedKeys } = await import('../../sign/keys.js');
         trusted = await loadTrustedKeys(opts.trust);
       }
-      const idle = opts.idleTimeout !== undefined ? Number(opts.idleTimeout) : 120;
-      if (!Number.isFinite(idle) || idle <= 0) throw new UsageError('--idle-timeout must be a positive number of seconds');
+      const secs = (v: string | undefined, flag: string, dflt: number): number => {
+        const n = v !== undefined ? Number(v) : dflt;
+        if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} must be a positive number of seconds`);
+        return n;
+      };
+      const idle = secs(opts.idleTimeout, '--idle-timeout', 120);
+      const headersTimeout = secs(opts.headersTimeout, '--headers-timeout', 20);
+      const requestTimeout = secs(opts.requestTimeout, '--request-timeout', 600);
+      const maxConnections = opts.maxConnections !== undefined ? Number(opts.maxConnections) : 1024;
+      if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new UsageError('--max-connections must be a positive integer');
+      let tls: { cert: Buffer; key: Buffer } | undefined;
+      if (opts.tlsCert && opts.tlsKey) {
+        const { readFile } = await import('node:fs/promises');
+        tls = { cert: await readFile(opts.tlsCert), key: await readFile(opts.tlsKey) };
+      }
       // Pushed objects are synced once per image (server.ts), not one by one.
       const store = await Store.open(g.store, { create: true, fsync: false });
       const srv = await startServer({
@@ -58,10 +82,15 @@ export function register(program: Command): void {
         compress: parseCompressMode(opts.compress),
         trusted,
         idleTimeoutMs: idle * 1000,
+        headersTimeoutMs: headersTimeout * 1000,
+        requestTimeoutMs: requestTimeout * 1000,
+        maxConnections,
+        tls,
         log: g.debug ? (l) => process.stderr.write(l + '\n') : undefined,
       });
       out(`listening on ${srv.url}`);
       info(g, `serving ${store.dir}${token ? ' (push enabled)' : ' (read-only)'}`);
+      if (token && !trusted) process.stderr.write('cfsdist serve: warning: started without --trust: pushed statements are stored without checking who signed them (clients still verify them against their own keys)\n');
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);
