@@ -40,7 +40,6 @@ import { PullError } from './errors.js';
 import type { DeltaKind, FetchedObject, Remote, WireStats } from './remote.js';
 import { UnpackPool, isUnit, unitBytes, unitCount } from './unpack.js';
 import type { PackedUnit } from './unpack.js';
-import type { Inode } from '../tree/tree.js';
 
 /** Progress of a pull. */
 export interface PullProgress {
@@ -223,7 +222,7 @@ async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
  * next kind, then undefined: the caller then fetches the full image, so a delta can never fail
  * a pull.
  */
-async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; tree?: Inode; base: Buffer; kind: DeltaKind; bytes: number } | undefined> {
+async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, where: string): Promise<{ image: Buffer; facts?: ImageFacts; base: Buffer; kind: DeltaKind; bytes: number } | undefined> {
   const { store, remote, name, tag } = opts;
   if (!remote.getDelta) return undefined;
   const bases: Buffer[] = [];
@@ -249,9 +248,9 @@ async function tryDelta(opts: PullOptions, image: Buffer, imageSize: number, whe
           const { applyZpatch } = await import('../delta/zpatch.js');
           return { image: await applyZpatch(store.imagePath(base), delta, imageSize, image), base, kind, bytes: delta.length };
         }
-        const { applyDeltaTree } = await import('../delta/delta.js');
-        const baseBytes = await readFile(store.imagePath(base));
-        return { ...applyDeltaTree(baseBytes, delta, image), base, kind, bytes: delta.length };
+        // Off the event loop, and no larger than the signed image size.
+        const { applyDeltaOffThread } = await import('../delta/apply-thread.js');
+        return { ...(await applyDeltaOffThread(store.imagePath(base), delta, image, imageSize)), base, kind, bytes: delta.length };
       } catch (err) {
         opts.onNotice?.(`${where}: ${kind === 'zpatch' ? 'binary delta' : 'delta'} from ${toHex(base).slice(0, 12)}… unusable (${(err as Error).message}); ${kind === 'zpatch' ? 'trying the tree delta' : 'fetching the full image'}`);
         if (kind === 'tree') return undefined;
@@ -343,8 +342,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     let imageBytes: Buffer;
     let imageFetched = 0;
     let deltaUsed: PullSummary['delta'];
-    /** The tree a delta rebuilt the image from (its facts need no second read). */
-    let deltaTree: Inode | undefined;
+    /** The objects of the image a delta rebuilt (worked out from its tree: no second read). */
+    let deltaFacts: ImageFacts | undefined;
     /** The verified image is in the ingest area (and moves into the store at the commit). */
     let areaImage = false;
     if (await store.hasImage(image)) {
@@ -358,7 +357,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       const got = fsverityDigest(imageBytes);
       if (!got.equals(image)) throw new PullError('IMAGE_MISMATCH', `image from ${remote.location}: fs-verity digest ${toHex(got)}, but the signed statement names ${s.image}`);
     } else {
-      remote.prepareFetch?.();
+      remote.prepareFetch?.({ objects: s.objectCount });
       ingest = await Ingest.open(store, image);
       imageBytes = await readFile(ingest.imagePath).catch(() => Buffer.alloc(0));
       // Verified: an earlier attempt's image in the ingest area, or one a delta rebuilt (which
@@ -368,7 +367,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
         const d = await tryDelta(opts, image, s.imageSize, where);
         if (d) {
           verified = true;
-          deltaTree = d.tree;
+          deltaFacts = d.facts;
           // Already verified: written straight into the area without hashing it again (the
           // area is this process's; an adopter re-checks the image before trusting it).
           await writeFile(ingest.imagePath, d.image);
@@ -396,7 +395,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     let facts: ImageFacts;
     try {
       const { readImage } = await import('../erofs/reader.js');
-      facts = factsOfTree(deltaTree ?? readImage(imageBytes, `image ${s.image}`), `image ${s.image}`);
+      facts = deltaFacts ?? factsOfTree(readImage(imageBytes, `image ${s.image}`), `image ${s.image}`);
     } catch (err) {
       throw new PullError('IMAGE_UNREADABLE', `image ${s.image} of ${where} is signed but cannot be used: ${(err as Error).message}`, { cause: err });
     }

@@ -62,7 +62,7 @@ export interface Remote {
   has(digests: Buffer[]): Promise<boolean[]>;
   /** A hint, given while the image is being fetched, that objects of the statement's image will
    * probably be fetched next: the remote may start loading what it needs to place them. */
-  prepareFetch?(): void;
+  prepareFetch?(expect?: { objects: number }): void;
   /** The objects, in any order, each exactly its size; every one of them, or an error. */
   fetchObjects(objects: ObjectRef[], signal?: AbortSignal): AsyncIterable<FetchedObject>;
   /** The same objects as compressed units as received (unpack.ts), so that the pull can

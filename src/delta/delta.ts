@@ -228,9 +228,9 @@ export function deltaInfo(delta: Buffer): DeltaInfo {
   return header(new Reader(raw));
 }
 
-function decompress(delta: Buffer): Buffer {
+function decompress(delta: Buffer, max = MAX_DELTA_RAW): Buffer {
   try {
-    return brotliDecompressSync(delta, { maxOutputLength: MAX_DELTA_RAW });
+    return brotliDecompressSync(delta, { maxOutputLength: max });
   } catch (e) {
     throw new DeltaError('DELTA_CORRUPT', `delta does not decompress: ${(e as Error).message}`);
   }
@@ -253,10 +253,24 @@ export function applyDelta(base: Buffer, delta: Buffer, expected?: Buffer): Buff
   return applyDeltaTree(base, delta, expected).image;
 }
 
+/** Bound of applyDeltaTree's work: the size of the image the delta must give (from the signed
+ * statement). The rebuilt dumpfile may be at most DUMP_PER_IMAGE_BYTE times that (a dumpfile
+ * line is longer than the inode it describes, but not by more), inline contents at most that. */
+export interface DeltaLimits {
+  imageSize?: number;
+}
+
+/** Dumpfile bytes a delta may produce per byte of the image it rebuilds, plus a MiB. */
+const DUMP_PER_IMAGE_BYTE = 16;
+
 /** applyDelta, also returning the tree the image was written from (a caller that needs the
- * image's facts need not read the image back). */
-export function applyDeltaTree(base: Buffer, delta: Buffer, expected?: Buffer): { image: Buffer; tree: Inode } {
-  const raw = decompress(delta);
+ * image's facts need not read the image back). With `limits.imageSize`, a delta that would
+ * expand beyond what an image of that size can hold fails with DELTA_TOO_LARGE as soon as it
+ * does (and the image written must have that size). */
+export function applyDeltaTree(base: Buffer, delta: Buffer, expected?: Buffer, limits: DeltaLimits = {}): { image: Buffer; tree: Inode } {
+  const maxLines = limits.imageSize !== undefined ? limits.imageSize * DUMP_PER_IMAGE_BYTE + (1 << 20) : Infinity;
+  const maxContent = limits.imageSize ?? Infinity;
+  const raw = decompress(delta, limits.imageSize !== undefined ? Math.min(MAX_DELTA_RAW, maxLines + maxContent) : MAX_DELTA_RAW);
   const r = new Reader(raw);
   const info = header(r);
   if (expected && !expected.equals(info.target)) {
@@ -268,6 +282,17 @@ export function applyDeltaTree(base: Buffer, delta: Buffer, expected?: Buffer): 
   const out: Buffer[] = [];
   const contents: (Buffer | undefined)[] = [];
   const NL = Buffer.from('\n');
+  let lineBytes = 0;
+  let contentBytes = 0;
+  const grow = (line: Buffer, content: Buffer | undefined): void => {
+    lineBytes += line.length + 1;
+    contentBytes += content?.length ?? 0;
+    if (lineBytes > maxLines || contentBytes > maxContent) {
+      throw new DeltaError('DELTA_TOO_LARGE', `delta expands beyond what an image of ${limits.imageSize} bytes holds (${lineBytes} dumpfile bytes, ${contentBytes} inline bytes so far)`);
+    }
+    out.push(line, NL);
+    contents.push(content);
+  };
   for (;;) {
     const op = r.varint();
     if (op === 2) break;
@@ -275,22 +300,19 @@ export function applyDeltaTree(base: Buffer, delta: Buffer, expected?: Buffer): 
       const start = r.varint();
       const n = r.varint();
       if (start + n > b.lines.length) throw new DeltaError('DELTA_CORRUPT', 'delta copies past the end of the base');
-      for (let k = start; k < start + n; k++) {
-        out.push(b.lines[k]!, NL);
-        contents.push(b.contents[k]);
-      }
+      for (let k = start; k < start + n; k++) grow(b.lines[k]!, b.contents[k]);
     } else if (op === 1) {
       const n = r.varint();
       for (let k = 0; k < n; k++) {
-        out.push(r.bytes(r.varint()), NL);
+        const line = r.bytes(r.varint());
         const how = r.varint();
-        if (how === 0) contents.push(undefined);
-        else if (how === 1) contents.push(Buffer.from(r.bytes(r.varint())));
+        if (how === 0) grow(line, undefined);
+        else if (how === 1) grow(line, Buffer.from(r.bytes(r.varint())));
         else if (how === 2) {
           const j = r.varint();
           const c = b.contents[j];
           if (!c) throw new DeltaError('DELTA_CORRUPT', `delta takes the content of base line ${j}, which has none`);
-          contents.push(c);
+          grow(line, c);
         } else throw new DeltaError('DELTA_CORRUPT', `unknown content form ${how}`);
       }
     } else {
@@ -315,6 +337,7 @@ export function applyDeltaTree(base: Buffer, delta: Buffer, expected?: Buffer): 
     n.content = c;
   }
   const image = writeImage(tree, { minVersion: info.version, maxVersion: info.version });
+  if (limits.imageSize !== undefined && image.length !== limits.imageSize) throw new DeltaError('DELTA_MISMATCH', `delta rebuilt an image of ${image.length} bytes, expected ${limits.imageSize}`);
   const digest = fsverityDigest(image);
   if (!digest.equals(info.target)) throw new DeltaError('DELTA_MISMATCH', `delta rebuilt image ${toHex(digest)}, expected ${toHex(info.target)}`);
   return { image, tree };

@@ -104,6 +104,12 @@ export const MAX_FRAME = 4 << 20;
 /** Largest object index read. */
 export const MAX_INDEX = 256 << 20;
 
+/** Most bytes (compressed or not) an object index of `objects` objects can take: 56 per entry,
+ * a blob list entry of at most 256 bytes per object, 64 KiB of header. */
+export function indexBound(objects: number): number {
+  return Math.min(MAX_INDEX, 64 * 1024 + objects * (56 + 256));
+}
+
 const MAGIC = Buffer.from('cfsdist-object-index-v1\n');
 const gzipP = promisify(gzip);
 const gunzipP = promisify(gunzip);
@@ -154,10 +160,10 @@ export async function encodeIndex(locs: ObjectLocation[]): Promise<Buffer> {
 
 /** Decode an object index (compressed bytes, at most MAX_INDEX uncompressed). Untrusted:
  * structure is checked here, contents by the client's digest checks. */
-export async function decodeIndex(data: Buffer, where: string): Promise<Map<string, ObjectLocation>> {
+export async function decodeIndex(data: Buffer, where: string, maxEntries?: number): Promise<Map<string, ObjectLocation>> {
   let raw: Buffer;
   try {
-    raw = await gunzipP(data, { maxOutputLength: MAX_INDEX });
+    raw = await gunzipP(data, { maxOutputLength: maxEntries !== undefined ? indexBound(maxEntries) : MAX_INDEX });
   } catch (err) {
     throw new RegistryError('BAD_INDEX', `${where}: object index does not decompress: ${(err as Error).message}`);
   }
@@ -176,6 +182,7 @@ export async function decodeIndex(data: Buffer, where: string): Promise<Map<stri
   }
   const n = header.count;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) return bad('bad count');
+  if (maxEntries !== undefined && n > maxEntries) return bad(`${n} entries, but the signed image has ${maxEntries} objects`);
   if (!Array.isArray(header.blobs)) return bad('no blob list');
   const blobs = header.blobs.map((b: IndexBlob, i: number) => {
     if (!b || typeof b.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(b.digest) || !Number.isSafeInteger(b.size) || b.size < 0) bad(`blob ${i}`);

@@ -30,7 +30,7 @@ import { fsverityDigest, toHex } from '../verity/digest.js';
 import {
   ANN_DELTA_BASE, ANN_DELTA_TARGET, MT_DELTA, MT_DELTA_ZPATCH, ANN_FSVERITY, ANN_NAME, ANN_TAG, ANN_VERSION, ARTIFACT_FSVERITY_SIG, ARTIFACT_IMAGE, ARTIFACT_STATEMENT, EMPTY_JSON,
   LARGE_OBJECT, MAX_FRAME, MT_CONFIG, MT_DSSE, MT_EMPTY, MT_EROFS, MT_INDEX, MT_MANIFEST, MT_OBJECT, MT_OBJECT_INDEX, MT_PACK, MT_PKCS7,
-  buildPack, decodeIndex, encodeIndex, gzipAsync,
+  buildPack, decodeIndex, encodeIndex, gzipAsync, indexBound, MAX_INDEX,
   MT_IMAGE_CONFIG,
 } from './artifact.js';
 import type { IndexBlob, ObjectLocation, PackInput } from './artifact.js';
@@ -147,6 +147,8 @@ export class RegistryRemote implements PushTarget {
   private current?: ImageManifest;
   private currentRefs: Descriptor[] = [];
   private index?: { for: string; map: Promise<Map<string, ObjectLocation>> };
+  /** Objects of the signed image being pulled (prepareFetch): bounds its object index. */
+  private expectObjects?: number;
   private referrersApi: boolean | undefined;
   // Push state.
   private placed = new Map<string, ObjectLocation>();
@@ -330,14 +332,18 @@ export class RegistryRemote implements PushTarget {
     if (!cur) throw new RegistryError('NOT_FOUND', `${this.where}: objects asked for before any image manifest was read`);
     if (this.index?.for !== cur.digest) {
       const what = `object index ${cur.index.digest} of ${this.where}`;
-      const map = this.client.readBlob(this.repo, cur.index.digest, Math.min(cur.index.size, 256 << 20)).then((data) => decodeIndex(data, what));
+      // No larger than an index of the signed image's objects can be (once the pull said how many).
+      const max = this.expectObjects !== undefined ? indexBound(this.expectObjects) : MAX_INDEX;
+      if (cur.index.size > max) throw new RegistryError('BAD_INDEX', `${what}: ${cur.index.size} bytes for ${this.expectObjects} objects (at most ${max})`);
+      const map = this.client.readBlob(this.repo, cur.index.digest, cur.index.size).then((data) => decodeIndex(data, what, this.expectObjects));
       map.catch(() => undefined);
       this.index = { for: cur.digest, map };
     }
     return this.index.map;
   }
 
-  prepareFetch(): void {
+  prepareFetch(expect?: { objects: number }): void {
+    if (expect) this.expectObjects = expect.objects;
     if (this.current) void this.loadIndex().catch(() => undefined);
   }
 
