@@ -8,6 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,6 +16,8 @@ import { join } from 'node:path';
 export interface RegistryProcess {
   /** 127.0.0.1:PORT */
   host: string;
+  /** 'https' when started with `tls`, else 'http'. */
+  scheme: 'http' | 'https';
   port: number;
   /** Storage root (docker/registry/v2/… below it). */
   storage: string;
@@ -54,9 +57,33 @@ export function freePort(): Promise<number> {
   });
 }
 
-function probe(port: number): Promise<number> {
+/** A test CA and a server certificate it signed (SAN IP:127.0.0.1, DNS:localhost,
+ * DNS:registry.test), made with openssl in `dir`. */
+export interface TestCa {
+  /** CA certificate (PEM file). */
+  caCert: string;
+  /** Server certificate and key (PEM files). */
+  cert: string;
+  key: string;
+}
+
+/** Make a TestCa in `dir` (EC P-256, valid two days). */
+export function makeTestCa(dir: string): TestCa {
+  const run = (args: string[]): void => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  run(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=cfsdist test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  run(['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost']);
+  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  run(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext']);
+  return { caCert: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
+}
+
+function probe(port: number, tls = false): Promise<number> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path: '/v2/', method: 'GET' }, (res) => {
+    const req = (tls ? httpsRequest : request)({ host: '127.0.0.1', port, path: '/v2/', method: 'GET', rejectUnauthorized: false }, (res) => {
       res.resume();
       resolve(res.statusCode ?? 0);
     });
@@ -65,8 +92,9 @@ function probe(port: number): Promise<number> {
   });
 }
 
-/** Start `docker-registry serve CONFIG` (auth on by default). */
-export async function startRegistry(opts: { auth?: boolean } = {}): Promise<RegistryProcess> {
+/** Start `docker-registry serve CONFIG` (auth on by default; `tls`: serve https with this
+ * certificate and key). */
+export async function startRegistry(opts: { auth?: boolean; tls?: { cert: string; key: string } } = {}): Promise<RegistryProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'cfsdist-registry-'));
   const storage = join(dir, 'storage');
   const user = 'cfsdist';
@@ -88,6 +116,7 @@ export async function startRegistry(opts: { auth?: boolean } = {}): Promise<Regi
     'http:',
     `  addr: 127.0.0.1:${port}`,
     '  secret: cfsdist-test-secret',
+    ...(opts.tls ? ['  tls:', `    certificate: ${opts.tls.cert}`, `    key: ${opts.tls.key}`] : []),
     ...(auth ? ['auth:', '  htpasswd:', '    realm: cfsdist-test', `    path: ${join(dir, 'htpasswd')}`] : []),
     '',
   ].join('\n');
@@ -100,7 +129,7 @@ export async function startRegistry(opts: { auth?: boolean } = {}): Promise<Regi
   const exited = new Promise<void>((r) => proc.once('close', () => r()));
   const t0 = Date.now();
   for (;;) {
-    const st = await probe(port);
+    const st = await probe(port, opts.tls !== undefined);
     if (st === 200 || st === 401) break;
     if (proc.exitCode !== null || Date.now() - t0 > 15_000) {
       proc.kill('SIGKILL');
@@ -111,6 +140,7 @@ export async function startRegistry(opts: { auth?: boolean } = {}): Promise<Regi
   }
   return {
     host: `127.0.0.1:${port}`,
+    scheme: opts.tls ? 'https' : 'http',
     port,
     storage,
     user,

@@ -14,6 +14,7 @@ import { MAX_ENVELOPE_BYTES } from '../sign/dsse.js';
 import { HttpClient } from './http.js';
 import type { DeltaKind, FetchedObject, OutgoingObject, PushTarget, WireStats } from './remote.js';
 import { PullError, TransportError } from './errors.js';
+import type { TransportOptions } from './transport.js';
 
 /** Options of an HttpRemote. */
 export interface HttpRemoteOptions {
@@ -21,6 +22,8 @@ export interface HttpRemoteOptions {
   compress?: CompressMode;
   token?: string;
   maxSockets?: number;
+  /** CAs, --tls-verify and proxies (src/client/transport.ts). */
+  transport?: TransportOptions;
 }
 
 /** True for a loopback host (127.0.0.0/8, ::1, localhost). */
@@ -51,7 +54,7 @@ export class HttpRemote implements PushTarget {
 
   constructor(base: string, opts: HttpRemoteOptions = {}) {
     const mode = clientCompressMode(opts.compress ?? 'auto', new URL(base).hostname);
-    this.http = new HttpClient(base, { timeoutMs: opts.timeoutMs, compress: mode, token: opts.token, maxSockets: opts.maxSockets });
+    this.http = new HttpClient(base, { timeoutMs: opts.timeoutMs, compress: mode, token: opts.token, maxSockets: opts.maxSockets, transport: opts.transport });
     this.location = this.http.base.origin;
     this.uploadEncoding = encodingsFor(mode)[0] ?? 'identity';
   }

@@ -4,16 +4,32 @@
  * TransportError TIMEOUT, whatever phase it is in), bodies decoded as streams (zstd/gzip) and
  * bounded by the caller, and a count of the bytes that crossed the wire (socket level, headers
  * included) for the bytes-moved figures.
+ *
+ * Network settings come from one TransportOptions (transport.ts): the CAs trusted and whether
+ * certificates are checked (a refused certificate is TransportError TLS_CERT naming the host),
+ * and the proxy of the environment — http:// targets through an HTTP proxy as absolute-URI
+ * requests, https:// targets through a CONNECT tunnel with TLS end to end.
+ *
+ * Long-lived clients (a lazy FUSE mount keeps one for days) stay small: keep-alive sockets
+ * left idle for `freeSocketTimeoutMs` are closed by the agent, and closed sockets leave the
+ * byte-count set (their bytes move into running totals). Besides the idle timeout, a body that
+ * delivers fewer than `lowSpeedBytes` in any `timeoutMs` spent waiting for it fails with
+ * TransportError TOO_SLOW: a server trickling a byte a second never trips the idle timeout.
  */
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { ClientRequest, ClientRequestArgs, IncomingHttpHeaders, IncomingMessage, RequestOptions as NodeRequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
+import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { acceptEncoding, decoder, encoder } from '../server/compress.js';
 import type { CompressMode, Encoding } from '../server/compress.js';
 import { TransportError } from './errors.js';
+import { certificateError, isCertificateError, proxyAuthorization, proxyFor, tlsOptionsOf } from './transport.js';
+import type { TransportOptions } from './transport.js';
 
 /** Options of an HttpClient. */
 export interface HttpClientOptions {
@@ -25,6 +41,13 @@ export interface HttpClientOptions {
   token?: string;
   /** Encodings offered for responses (default auto). */
   compress?: CompressMode;
+  /** CAs, certificate checking and proxy environment (transport.ts). */
+  transport?: TransportOptions;
+  /** Idle keep-alive sockets are closed after this many ms (default 15 s). */
+  freeSocketTimeoutMs?: number;
+  /** Low-speed floor: a body delivering fewer bytes than this in any `timeoutMs` of waiting
+   * fails with TOO_SLOW (default 1024; 0 turns the check off). */
+  lowSpeedBytes?: number;
 }
 
 /** Options of one request. */
@@ -40,6 +63,95 @@ export interface RequestOptions {
 
 const AGENT_OPTS = { keepAlive: true, keepAliveMsecs: 1000 };
 
+/** What a response shares with its request: why it failed, and the low-speed floor. */
+interface RequestState {
+  timedOut: boolean;
+  timeoutMs: number;
+  aborted: boolean;
+  lowSpeedBytes: number;
+  /** Set when the low-speed floor was hit. */
+  tooSlow?: TransportError;
+}
+
+/**
+ * The low-speed floor of one body: the clock runs only while the reader waits for data (a slow
+ * consumer is not the server's fault); fewer than `floor` bytes in `windowMs` of waiting calls
+ * `onSlow`. Reaching the floor starts a new window.
+ */
+class SpeedFloor {
+  private waited = 0;
+  private bytes = 0;
+  private since = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly floor: number, private readonly windowMs: number, private readonly onSlow: () => void) {}
+
+  /** The reader starts waiting for the next chunk. */
+  waiting(): void {
+    this.since = Date.now();
+    this.timer = setTimeout(this.onSlow, Math.max(0, this.windowMs - this.waited));
+  }
+
+  /** A chunk of `n` bytes (0 at the end) arrived. */
+  arrived(n: number): void {
+    this.stop();
+    this.waited += Date.now() - this.since;
+    this.bytes += n;
+    if (this.bytes >= this.floor) {
+      this.bytes = 0;
+      this.waited = 0;
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/** An https agent whose connections are CONNECT tunnels through `proxy`, TLS end to end. */
+class TunnelAgent extends HttpsAgent {
+  constructor(
+    private readonly proxy: URL,
+    private readonly tls: { ca: string[]; rejectUnauthorized: boolean },
+    opts: ConstructorParameters<typeof HttpsAgent>[0],
+  ) {
+    super({ ...opts, ...tls });
+  }
+
+  override createConnection(options: NodeRequestOptions, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+    const host = String(options.host ?? options.hostname ?? 'localhost').replace(/^\[|\]$/g, '');
+    const port = Number(options.port ?? 443);
+    const target = `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+    const via = `CONNECT ${target} through the proxy ${this.proxy.origin}`;
+    const headers: Record<string, string> = { Host: target };
+    const pa = proxyAuthorization(this.proxy);
+    if (pa) headers['Proxy-Authorization'] = pa;
+    const doRequest = this.proxy.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = doRequest({ host: this.proxy.hostname, port: this.proxy.port || (this.proxy.protocol === 'https:' ? 443 : 80), method: 'CONNECT', path: target, headers, agent: false, ...(this.proxy.protocol === 'https:' ? this.tls : {}) });
+    const done = (err: Error | null, s?: Duplex): void => {
+      const cb = callback;
+      callback = undefined;
+      if (cb) cb(err, s as Duplex);
+    };
+    req.setTimeout(Number((options as { timeout?: number }).timeout) || 30_000, () => req.destroy(new TransportError('PROXY', `${via}: no answer (timeout)`)));
+    req.once('connect', (res: IncomingMessage, socket: Socket, head: Buffer) => {
+      req.setTimeout(0);
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        return done(new TransportError('PROXY', `${via}: the proxy answered ${res.statusCode} ${res.statusMessage ?? ''}`.trim(), { status: res.statusCode }));
+      }
+      if (head.length) socket.unshift(head);
+      const servername = (options as { servername?: string }).servername || (isIP(host) ? undefined : host);
+      const t = tlsConnect({ socket, host, servername, ca: this.tls.ca, rejectUnauthorized: this.tls.rejectUnauthorized, ALPNProtocols: ['http/1.1'] });
+      done(null, t);
+    });
+    req.once('error', (err: Error) => done(err instanceof TransportError ? err : new TransportError('PROXY', `${via}: ${err.message}`, { cause: err })));
+    req.end();
+    return undefined;
+  }
+}
+
 /** A response whose body has not been read yet. */
 export class HttpResponse {
   /** HTTP status. */
@@ -52,7 +164,7 @@ export class HttpResponse {
   constructor(
     readonly raw: IncomingMessage,
     what: string,
-    private readonly state: { timedOut: boolean; timeoutMs: number; aborted: boolean },
+    private readonly state: RequestState,
   ) {
     this.status = raw.statusCode ?? 0;
     this.headers = raw.headers;
@@ -61,6 +173,7 @@ export class HttpResponse {
 
   /** Translate a stream error into a TransportError. */
   private translate(err: unknown): Error {
+    if (this.state.tooSlow) return this.state.tooSlow;
     if (err instanceof TransportError) return err;
     if (this.state.timedOut) return new TransportError('TIMEOUT', `${this.what}: no data from the server for ${this.state.timeoutMs / 1000} s (timeout)`, { cause: err });
     if (this.state.aborted) return new TransportError('ABORTED', `${this.what}: aborted`, { cause: err });
@@ -103,8 +216,23 @@ export class HttpResponse {
     }
     let n = 0;
     let done = false;
+    const floor = this.state.lowSpeedBytes;
+    const slow = floor > 0
+      ? new SpeedFloor(floor, this.state.timeoutMs, () => {
+          const e = new TransportError('TOO_SLOW', `${what}: the server sent fewer than ${floor} bytes in ${this.state.timeoutMs / 1000} s (too slow)`);
+          this.state.tooSlow = e;
+          dec?.destroy(e);
+          this.raw.destroy(e);
+        })
+      : undefined;
+    const it = src[Symbol.asyncIterator]();
     try {
-      for await (const c of src) {
+      for (;;) {
+        slow?.waiting();
+        const step = await it.next();
+        slow?.arrived(step.done ? 0 : step.value.length);
+        if (step.done) break;
+        const c = step.value;
         n += c.length;
         if (max !== undefined && n > max) throw new TransportError('TOO_LONG', `${what}: the server sent more than the ${max} bytes ${opts.exact !== undefined ? 'expected' : 'allowed'}`);
         yield c;
@@ -114,6 +242,7 @@ export class HttpResponse {
     } catch (err) {
       throw this.translate(err);
     } finally {
+      slow?.stop();
       if (!done) {
         dec?.destroy();
         this.raw.destroy();
@@ -162,27 +291,78 @@ export class HttpResponse {
 export class HttpClient {
   /** Base URL (scheme://host:port). */
   readonly base: URL;
+  /** The proxy requests go through, if any (transport.ts proxyFor). */
+  readonly proxy: URL | undefined;
   private agent: HttpAgent;
+  private doRequest: typeof httpRequest;
+  /** Open sockets; a closed one moves its bytes into `closedBytes` and leaves. */
   private sockets = new Set<Socket>();
-  private opts: Required<Omit<HttpClientOptions, 'token'>> & { token?: string };
+  private closedBytes = { received: 0, sent: 0 };
+  private opts: Required<Omit<HttpClientOptions, 'token' | 'transport'>> & { token?: string };
 
   constructor(base: string | URL, opts: HttpClientOptions = {}) {
     this.base = new URL(base);
     if (this.base.protocol !== 'http:' && this.base.protocol !== 'https:') throw new TransportError('BAD_URL', `${this.base.href}: only http:// and https:// remotes are served by cfsdist`);
-    this.opts = { timeoutMs: opts.timeoutMs ?? 30_000, maxSockets: opts.maxSockets ?? 8, compress: opts.compress ?? 'auto', token: opts.token };
-    const agentOpts = { ...AGENT_OPTS, maxSockets: this.opts.maxSockets };
-    this.agent = this.base.protocol === 'https:' ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
+    this.opts = {
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      maxSockets: opts.maxSockets ?? 8,
+      compress: opts.compress ?? 'auto',
+      token: opts.token,
+      freeSocketTimeoutMs: opts.freeSocketTimeoutMs ?? 15_000,
+      lowSpeedBytes: opts.lowSpeedBytes ?? 1024,
+    };
+    const t = opts.transport ?? {};
+    this.proxy = proxyFor(this.base, t.env);
+    // Agent `timeout` is the socket timeout of idle (free) keep-alive sockets: on expiry the
+    // agent destroys a free socket (Node's keepSocketAlive/onTimeout); requests set their own.
+    const agentOpts = { ...AGENT_OPTS, maxSockets: this.opts.maxSockets, timeout: this.opts.freeSocketTimeoutMs };
+    const httpsHop = this.base.protocol === 'https:' || this.proxy?.protocol === 'https:';
+    const tls = httpsHop ? tlsOptionsOf(t) : undefined;
+    if (this.base.protocol === 'https:' && this.proxy) {
+      this.agent = new TunnelAgent(this.proxy, tls!, agentOpts);
+      this.doRequest = httpsRequest;
+    } else if (this.base.protocol === 'https:' || this.proxy?.protocol === 'https:') {
+      this.agent = new HttpsAgent({ ...agentOpts, ...tls });
+      this.doRequest = httpsRequest;
+    } else {
+      this.agent = new HttpAgent(agentOpts);
+      this.doRequest = httpRequest;
+    }
   }
 
   /** Bytes received and sent on the wire so far (headers included). */
   get wire(): { received: number; sent: number } {
-    let received = 0;
-    let sent = 0;
+    let received = this.closedBytes.received;
+    let sent = this.closedBytes.sent;
     for (const s of this.sockets) {
       received += s.bytesRead;
       sent += s.bytesWritten;
     }
     return { received, sent };
+  }
+
+  /** Sockets currently open (for tests of the pruning). */
+  get openSockets(): number {
+    return this.sockets.size;
+  }
+
+  private track(s: Socket): void {
+    if (this.sockets.has(s)) return;
+    this.sockets.add(s);
+    s.once('close', () => {
+      if (!this.sockets.delete(s)) return;
+      this.closedBytes.received += s.bytesRead;
+      this.closedBytes.sent += s.bytesWritten;
+    });
+  }
+
+  /** Where a request for `url` is sent: the server itself, or the proxy (absolute URI). */
+  private target(url: URL, headers: Record<string, string>): ClientRequestArgs {
+    if (!this.proxy || url.protocol === 'https:') return { protocol: url.protocol, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port || undefined, path: url.pathname + url.search };
+    const pa = proxyAuthorization(this.proxy);
+    if (pa) headers['Proxy-Authorization'] = pa;
+    headers.Host = url.host;
+    return { protocol: this.proxy.protocol, hostname: this.proxy.hostname.replace(/^\[|\]$/g, ''), port: this.proxy.port || undefined, path: url.href };
   }
 
   /** Start a request; resolves when the response headers arrive. */
@@ -195,17 +375,16 @@ export class HttpClient {
     const enc = opts.bodyEncoding && opts.bodyEncoding !== 'identity' ? encoder(opts.bodyEncoding) : undefined;
     if (enc) headers['Content-Encoding'] = opts.bodyEncoding!;
     if (Buffer.isBuffer(opts.body) && !enc) headers['Content-Length'] = String(opts.body.length);
-    const state = { timedOut: false, timeoutMs: this.opts.timeoutMs, aborted: false };
-    const doRequest = this.base.protocol === 'https:' ? httpsRequest : httpRequest;
+    const state: RequestState = { timedOut: false, timeoutMs: this.opts.timeoutMs, aborted: false, lowSpeedBytes: this.opts.lowSpeedBytes };
     return new Promise<HttpResponse>((resolve, reject) => {
       let settled = false;
-      const req: ClientRequest = doRequest(url, { method, headers, agent: this.agent });
+      const req: ClientRequest = this.doRequest({ ...this.target(url, headers), method, headers, agent: this.agent });
       const fail = (err: Error): void => {
         if (settled) return;
         settled = true;
         reject(err);
       };
-      req.on('socket', (s: Socket) => this.sockets.add(s));
+      req.on('socket', (s: Socket) => this.track(s));
       req.setTimeout(this.opts.timeoutMs, () => {
         state.timedOut = true;
         req.destroy(new TransportError('TIMEOUT', `${what}: no data from the server for ${this.opts.timeoutMs / 1000} s (timeout)`));
@@ -221,6 +400,7 @@ export class HttpClient {
       }
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err instanceof TransportError) return fail(err);
+        if (isCertificateError(err)) return fail(certificateError(what, url.host, err));
         if (state.timedOut) return fail(new TransportError('TIMEOUT', `${what}: no data from the server for ${this.opts.timeoutMs / 1000} s (timeout)`, { cause: err }));
         fail(new TransportError('NETWORK', `${what}: ${err.message}`, { cause: err }));
       });

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { SourceError } from './errors.js';
+import type { TransportOptions } from '../client/transport.js';
 
 /** One layer of an image. */
 export interface SourceLayer {
@@ -84,6 +85,10 @@ export function sha256Digest(bytes: Buffer): string {
 export interface SourceOptions {
   /** For multi-platform indexes: `os/arch[/variant]` (default: this machine's, hostPlatform()). */
   platform?: string;
+  /** docker:// sources: CAs, --tls-verify, proxies, --insecure-registry, --creds. */
+  transport?: TransportOptions;
+  /** docker:// sources: plain http to the registry. */
+  insecure?: boolean;
 }
 
 /** Largest JSON document (index, manifest, config) read from a source. */
@@ -166,8 +171,9 @@ export async function openSource(spec: string, opts: SourceOptions = {}): Promis
     }
     case 'docker': {
       // docker://HOST[:PORT]/REPO:TAG — an ordinary image in an OCI registry (src/registry).
-      const { openRegistrySource } = await import('../registry/index.js');
-      return openRegistrySource(spec, opts);
+      const { parseRegistryRef } = await import('../registry/ref.js');
+      const { openRegistryImage } = await import('../registry/source.js');
+      return openRegistryImage(parseRegistryRef(spec, { insecure: opts.insecure, transport: opts.transport }), { platform: opts.platform, transport: opts.transport });
     }
     default:
       throw new SourceError('BAD_SOURCE', `unknown source transport ${JSON.stringify(transport)}: expected oci:, docker-archive:, dir: or docker://`);

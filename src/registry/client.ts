@@ -2,8 +2,11 @@
  * A client of the OCI distribution spec (v2 API): blobs (HEAD, GET with Range, monolithic and
  * chunked uploads, cross-repository mount), manifests (GET/PUT/HEAD by tag or digest), tag
  * lists (with pagination) and the referrers API. Auth (Basic and Bearer token, auth.ts) is
- * negotiated on the first 401; redirects of GET/HEAD are followed (without the Authorization
- * header when they leave the registry's origin, as storage back ends want); 429 and 5xx
+ * negotiated on the first 401; the registry's credentials go to it only — a token realm on
+ * another host, or over plain http outside loopback, never receives them. Redirects of
+ * GET/HEAD are followed (without the Authorization header when they leave the registry's
+ * origin, as storage back ends want), but never from https down to plain http
+ * (INSECURE_REDIRECT); 429 and 5xx
  * answers, and connections that fail before an answer, are retried with exponential backoff
  * (honouring Retry-After) when the request can be replayed (no streamed body).
  *
@@ -13,6 +16,8 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HttpClient, HttpResponse } from '../client/http.js';
 import { TransportError } from '../client/errors.js';
+import { isLoopbackHost } from '../client/transport.js';
+import type { TransportOptions } from '../client/transport.js';
 import { basicHeader, findCredentials, parseChallenge } from './auth.js';
 import type { Challenge, RegistryAuth } from './auth.js';
 import { RegistryError } from './errors.js';
@@ -38,8 +43,11 @@ export interface FetchedManifest {
 
 /** Options of a RegistryClient. */
 export interface RegistryClientOptions {
-  /** Credentials (default: environment or auths file, auth.ts). */
+  /** Credentials for this registry (default: `transport.creds`, else the environment or the
+   * Docker config file, auth.ts). */
   auth?: RegistryAuth;
+  /** CAs, --tls-verify, proxies and --creds (src/client/transport.ts). */
+  transport?: TransportOptions;
   /** Idle timeout per request in ms (default 60 s). */
   timeoutMs?: number;
   /** Most sockets per origin (default 8). */
@@ -98,34 +106,59 @@ export class RegistryClient {
   private clients = new Map<string, HttpClient>();
   private creds: RegistryAuth | undefined;
   private credsLooked = false;
+  private credsLookup: Promise<RegistryAuth | undefined> | undefined;
+  private transport: TransportOptions;
   private basic: string | undefined;
   private bearer: Challenge | undefined;
   private tokens = new Map<string, string>();
   private requests = 0;
-  private opts: Required<Omit<RegistryClientOptions, 'auth'>>;
+  private opts: Required<Omit<RegistryClientOptions, 'auth' | 'transport'>>;
 
   constructor(origin: string, opts: RegistryClientOptions = {}) {
     this.origin = new URL(origin).origin;
-    this.creds = opts.auth;
-    this.credsLooked = opts.auth !== undefined;
+    this.transport = opts.transport ?? {};
+    this.creds = opts.auth ?? this.transport.creds;
+    this.credsLooked = this.creds !== undefined;
     this.opts = { timeoutMs: opts.timeoutMs ?? 60_000, maxSockets: opts.maxSockets ?? 8, retries: opts.retries ?? 4, retryBaseMs: opts.retryBaseMs ?? 200 };
   }
 
   private http(origin: string): HttpClient {
     let c = this.clients.get(origin);
     if (!c) {
-      c = new HttpClient(origin, { timeoutMs: this.opts.timeoutMs, maxSockets: this.opts.maxSockets, compress: 'none' });
+      c = new HttpClient(origin, { timeoutMs: this.opts.timeoutMs, maxSockets: this.opts.maxSockets, compress: 'none', transport: this.transport });
       this.clients.set(origin, c);
     }
     return c;
   }
 
-  private credentials(): RegistryAuth | undefined {
+  /** This registry's credentials (looked up once). */
+  private async credentials(): Promise<RegistryAuth | undefined> {
     if (!this.credsLooked) {
+      this.credsLookup ??= findCredentials(new URL(this.origin).host, undefined, { own: true });
+      this.creds = await this.credsLookup;
       this.credsLooked = true;
-      this.creds = findCredentials(new URL(this.origin).host);
     }
     return this.creds;
+  }
+
+  /** What to say when the registry wants credentials we lack. */
+  private credentialsHint(): string {
+    const host = new URL(this.origin).host;
+    const env = process.env.CFSDIST_REGISTRY_USER && process.env.CFSDIST_REGISTRY_HOST ? `; CFSDIST_REGISTRY_USER is set for ${process.env.CFSDIST_REGISTRY_HOST}, not ${host}` : '';
+    return `give --creds USER:PASSWORD, set CFSDIST_REGISTRY_USER and CFSDIST_REGISTRY_PASSWORD, or configure ${host} in ~/.docker/config.json (auths, credHelpers or credsStore)${env}`;
+  }
+
+  /**
+   * The credentials a token realm receives: this registry's when the realm is on the same host
+   * and not plain http outside loopback; for a realm on another host, those configured for
+   * that host (never this registry's); none over plain http outside loopback.
+   */
+  private async realmCredentials(realm: URL): Promise<{ creds?: RegistryAuth; withheld?: string }> {
+    const reg = new URL(this.origin);
+    if (realm.protocol !== 'https:' && !isLoopbackHost(realm.hostname)) return { withheld: `the realm ${realm.origin} is plain http` };
+    if (realm.hostname.toLowerCase() === reg.hostname.toLowerCase()) return { creds: await this.credentials() };
+    const own = await findCredentials(realm.host, undefined, { own: false });
+    return own ? { creds: own } : { withheld: `the realm ${realm.origin} is not on the registry's host ${reg.hostname}` };
   }
 
   /** Bytes and requests so far (all origins: registry, token realm, redirects). */
@@ -151,9 +184,9 @@ export class RegistryClient {
 
   /** Answer a 401 challenge: remember Basic credentials, or fetch a token for `scopes`. */
   private async authenticate(ch: Challenge, scopes: string[], what: string): Promise<void> {
-    const creds = this.credentials();
     if (ch.scheme === 'basic') {
-      if (!creds) throw new RegistryError('AUTH', `${what}: the registry wants a user name and password (set CFSDIST_REGISTRY_USER and CFSDIST_REGISTRY_PASSWORD, or an auths entry for ${new URL(this.origin).host} in ~/.docker/config.json)`, { status: 401 });
+      const creds = await this.credentials();
+      if (!creds) throw new RegistryError('AUTH', `${what}: the registry wants a user name and password (${this.credentialsHint()})`, { status: 401 });
       this.basic = basicHeader(creds);
       return;
     }
@@ -161,16 +194,24 @@ export class RegistryClient {
     this.bearer = ch;
     const want = new Set(scopes);
     for (const s of (ch.params.scope ?? '').split(' ')) if (s) want.add(s);
-    const url = new URL(ch.params.realm);
+    let url: URL;
+    try {
+      url = new URL(ch.params.realm);
+    } catch {
+      throw new RegistryError('AUTH', `${what}: the token realm ${JSON.stringify(ch.params.realm)} is not a URL`, { status: 401 });
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RegistryError('AUTH', `${what}: the token realm ${url.href} is not http(s)`, { status: 401 });
     if (ch.params.service) url.searchParams.set('service', ch.params.service);
     for (const s of want) url.searchParams.append('scope', s);
+    const { creds, withheld } = await this.realmCredentials(url);
     const headers: Record<string, string> = {};
     if (creds) headers.Authorization = basicHeader(creds);
     this.requests++;
     const r = await this.http(url.origin).request('GET', url.pathname + url.search, { headers, compressed: false });
     if (r.status !== 200) {
       const msg = await r.errorMessage();
-      throw new RegistryError('AUTH', `${what}: token server ${url.origin}${url.pathname} refused ${creds ? `user ${creds.username}` : 'anonymous access'}: ${r.status} ${msg}`, { status: r.status });
+      const why = withheld ? ` (no credentials were sent: ${withheld})` : '';
+      throw new RegistryError('AUTH', `${what}: token server ${url.origin}${url.pathname} refused ${creds ? `user ${creds.username}` : 'anonymous access'}: ${r.status} ${msg}${why}`, { status: r.status });
     }
     let tok: { token?: string; access_token?: string };
     try {
@@ -216,7 +257,10 @@ export class RegistryClient {
       if (r.status === 401 && sameOrigin) {
         const ch = parseChallenge(String(r.headers['www-authenticate'] ?? ''));
         await r.buffer(64 * 1024).catch(() => undefined);
-        if (!ch || authTried) throw new RegistryError('AUTH', `${what}: 401 unauthorized${this.credentials() ? ` (user ${this.credentials()!.username} refused)` : ' (no credentials: set CFSDIST_REGISTRY_USER and CFSDIST_REGISTRY_PASSWORD)'}`, { status: 401 });
+        if (!ch || authTried) {
+          const creds = await this.credentials();
+          throw new RegistryError('AUTH', `${what}: 401 unauthorized${creds ? ` (user ${creds.username} refused)` : ` (no credentials: ${this.credentialsHint()})`}`, { status: 401 });
+        }
         authTried = true;
         await this.authenticate(ch, o.scopes, what);
         if (!replayable) throw new RegistryError('AUTH', `${what}: authentication was asked for in the middle of a streamed upload`, { status: 401 });
@@ -225,7 +269,9 @@ export class RegistryClient {
       if (REDIRECT_STATUS.has(r.status) && (method === 'GET' || method === 'HEAD') && r.headers.location && redirects < 5) {
         await drain(r);
         redirects++;
-        url = new URL(r.headers.location, url);
+        const next = new URL(r.headers.location, url);
+        if (url.protocol === 'https:' && next.protocol !== 'https:') throw new RegistryError('INSECURE_REDIRECT', `${what}: the registry redirects to ${next.origin}${next.pathname}, from https down to ${next.protocol.slice(0, -1)}; refused`, { status: r.status });
+        url = next;
         continue;
       }
       if (RETRY_STATUS.has(r.status) && replayable && attempt < this.opts.retries) {

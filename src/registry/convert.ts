@@ -11,6 +11,7 @@ import type { PrivateKeyEntry } from '../sign/keys.js';
 import type { FsveritySigner } from '../sign/fsverity-sig.js';
 import type { PushSummary } from '../client/push.js';
 import type { ImportResult } from '../oci/import.js';
+import type { TransportOptions } from '../client/transport.js';
 import { parseRegistryRef } from './ref.js';
 import { RegistryError } from './errors.js';
 
@@ -25,6 +26,8 @@ export interface ConvertOptions {
   expiresIn?: number;
   platform?: string;
   insecure?: boolean;
+  /** CAs, --tls-verify, proxies, --insecure-registry and --creds (src/client/transport.ts). */
+  transport?: TransportOptions;
   /** Re-sign even if the current statement already covers the image. */
   resign?: boolean;
   onStep?: (step: 'import' | 'sign' | 'push', detail: string) => void;
@@ -47,14 +50,14 @@ export interface ConvertResult {
 const RENEW_SECONDS = 7 * 24 * 3600;
 
 export async function convertImage(o: ConvertOptions): Promise<ConvertResult> {
-  const r = parseRegistryRef(o.ref, { insecure: o.insecure });
+  const r = parseRegistryRef(o.ref, { insecure: o.insecure, transport: o.transport });
   if (r.digest) throw new RegistryError('BAD_REF', `${o.ref}: convert attaches to a tag; name one (docker://HOST/REPO:TAG)`);
   const name = r.repo;
   const tag = r.tag ?? 'latest';
   const { openSource } = await import('../oci/source.js');
   const { importImage } = await import('../oci/import.js');
   o.onStep?.('import', o.ref);
-  const imp = await importImage(await openSource(o.ref, { platform: o.platform }), o.store, { name, tag });
+  const imp = await importImage(await openSource(o.ref, { platform: o.platform, transport: o.transport, insecure: o.insecure }), o.store, { name, tag });
   const image = imp.image.toString('hex');
 
   const { SignRecords } = await import('../sign/records.js');
@@ -80,7 +83,7 @@ export async function convertImage(o: ConvertOptions): Promise<ConvertResult> {
   o.onStep?.('push', o.ref);
   const { RegistryRemote } = await import('./remote.js');
   const { push } = await import('../client/push.js');
-  const target = new RegistryRemote(r, {});
+  const target = new RegistryRemote(r, { transport: o.transport });
   let summary: PushSummary;
   try {
     summary = await push({ store: o.store, target, name, tag, concurrency: 4 });

@@ -8,6 +8,7 @@
 import type { Store } from '../store/store.js';
 import type { ImportResult } from '../oci/import.js';
 import { parseRegistryRef } from './ref.js';
+import type { TransportOptions } from '../client/transport.js';
 
 /** What buildUnsigned did. */
 export interface UnsignedBuild {
@@ -30,12 +31,13 @@ export function localNameOf(ref: string): { name: string; tag: string } {
   return { name: r.repo, tag: r.digest ? `sha256-${r.digest.slice(7)}` : (r.tag ?? 'latest') };
 }
 
-export async function buildUnsigned(ref: string, store: Store, opts: { platform?: string } = {}): Promise<UnsignedBuild> {
+/** Build `ref` here (see the file comment); `transport`: the command's network options. */
+export async function buildUnsigned(ref: string, store: Store, opts: { platform?: string; transport?: TransportOptions } = {}): Promise<UnsignedBuild> {
   const r = parseRegistryRef(ref);
   const { name, tag } = localNameOf(ref);
   const { openSource } = await import('../oci/source.js');
   const { importImage } = await import('../oci/import.js');
-  const source = await openSource(ref, { platform: opts.platform });
+  const source = await openSource(ref, { platform: opts.platform, transport: opts.transport });
   const imp = await importImage(source, store, { name, tag });
   const pinned = `docker://${r.host}/${r.repo}@${imp.manifest ?? r.digest}`;
   const rec = await store.getTagRecord(name, tag);

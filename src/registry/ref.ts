@@ -1,6 +1,8 @@
 /** `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]` references. */
 import { RegistryError } from './errors.js';
 import { isLoopback } from '../client/http-remote.js';
+import { wantsTls } from '../client/transport.js';
+import type { TransportOptions } from '../client/transport.js';
 
 /** A parsed registry reference. */
 export interface RegistryRef {
@@ -19,9 +21,26 @@ export interface RegistryRef {
 const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
-/** Parse `docker://HOST[:PORT]/REPO[:TAG|@sha256:…]`. Plain http is used for loopback hosts
- * and when `insecure` is set; https otherwise. */
-export function parseRegistryRef(ref: string, opts: { insecure?: boolean } = {}): RegistryRef {
+/**
+ * The scheme a registry is reached with: plain http when `insecure` is set or the transport
+ * lists the host among its insecure registries (`--insecure-registry HOST[:PORT]`, or a bare
+ * HOST for every port); for a loopback host, plain http unless the transport asks for TLS
+ * (`--ca-file` or `--tls-verify` given); https otherwise.
+ */
+export function registryScheme(host: string, opts: { insecure?: boolean; transport?: TransportOptions } = {}): 'http' | 'https' {
+  const h = host.toLowerCase();
+  const hostname = new URL(`http://${host}`).hostname;
+  const listed = (opts.transport?.insecureRegistries ?? []).some((e) => {
+    const x = e.trim().toLowerCase().replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '');
+    return x === h || (!/:\d+$/.test(x) && x === hostname.toLowerCase());
+  });
+  if (opts.insecure || listed) return 'http';
+  if (isLoopback(hostname) && !wantsTls(opts.transport)) return 'http';
+  return 'https';
+}
+
+/** Parse `docker://HOST[:PORT]/REPO[:TAG|@sha256:…]`; the origin's scheme is registryScheme's. */
+export function parseRegistryRef(ref: string, opts: { insecure?: boolean; transport?: TransportOptions } = {}): RegistryRef {
   const m = /^docker:\/\/([^/]+)\/(.+)$/.exec(ref);
   if (!m) throw new RegistryError('BAD_REF', `${JSON.stringify(ref)} is not a registry reference (expected docker://HOST[:PORT]/REPO[:TAG])`);
   const host = m[1]!;
@@ -41,12 +60,11 @@ export function parseRegistryRef(ref: string, opts: { insecure?: boolean } = {})
     if (!TAG_RE.test(tag)) throw new RegistryError('BAD_REF', `${ref}: invalid tag ${JSON.stringify(tag)}`);
   }
   if (!REPO_RE.test(rest)) throw new RegistryError('BAD_REF', `${ref}: invalid repository name ${JSON.stringify(rest)} (lowercase letters, digits, separators . _ - and /)`);
-  let hostname: string;
   try {
-    hostname = new URL(`http://${host}`).hostname;
+    new URL(`http://${host}`);
   } catch {
     throw new RegistryError('BAD_REF', `${ref}: invalid host ${JSON.stringify(host)}`);
   }
-  const scheme = opts.insecure || isLoopback(hostname) ? 'http' : 'https';
+  const scheme = registryScheme(host, opts);
   return { host, repo: rest, tag, digest, origin: `${scheme}://${host}` };
 }

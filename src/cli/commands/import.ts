@@ -6,8 +6,10 @@
 import type { Command } from 'commander';
 import { globals, info, inlineMaxArg, out, outJson } from '../context.js';
 import { humanBytes } from '../../client/progress.js';
+import { addTransportOptions } from '../transport-options.js';
+import type { TransportCliOptions } from '../../client/transport.js';
 
-interface ImportCliOptions {
+interface ImportCliOptions extends TransportCliOptions {
   platform?: string;
   sync?: boolean;
   inlineMax?: string;
@@ -19,23 +21,26 @@ function count(n: number): string {
 
 /** Registers `cfsdist import`. */
 export function register(program: Command): void {
-  program
+  const cmd0 = program
     .command('import')
     .description('import a container image into the store as one composefs image')
     .argument('<source>', 'oci:DIR[:REF] | docker-archive:FILE[:REF] | dir:PATH | docker://HOST[:PORT]/REPO[:TAG]')
     .argument('<name>', 'NAME[:TAG] to tag the image with (tag defaults to latest)')
     .option('--platform <os/arch[/variant]>', "platform to pick from a multi-platform image (default this machine's, e.g. linux/amd64)")
     .option('--inline-max <bytes>', 'store regular files of at most this size in the image, not as objects (default 4096)')
-    .option('--no-sync', 'do not sync the filesystem before the image is tagged (faster, not crash-safe)')
-    .action(async (sourceSpec: string, ref: string, o: ImportCliOptions, cmd: Command) => {
+    .option('--no-sync', 'do not sync the filesystem before the image is tagged (faster, not crash-safe)');
+  addTransportOptions(cmd0, { registry: true });
+  cmd0.action(async (sourceSpec: string, ref: string, o: ImportCliOptions, cmd: Command) => {
       const g = globals(cmd);
+      const { transportFromCli } = await import('../../client/transport.js');
+      const transport = transportFromCli(o);
       const { parseRef } = await import('../../store/names.js');
       const { Store } = await import('../../store/store.js');
       const { openSource } = await import('../../oci/source.js');
       const { importImage } = await import('../../oci/import.js');
       const { name, tag } = parseRef(ref);
       const store = await Store.open(g.store, { create: true });
-      const source = await openSource(sourceSpec, { platform: o.platform });
+      const source = await openSource(sourceSpec, { platform: o.platform, transport });
       const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressBar() : undefined;
       let lastLayer = 0;
       try {

@@ -4,6 +4,9 @@ import { globals, info, out, outJson } from '../context.js';
 import type { GlobalOptions } from '../context.js';
 import { UsageError } from '../../errors.js';
 import type { PushTarget, Remote } from '../../client/remote.js';
+import { addTransportOptions } from '../transport-options.js';
+import type { TransportCliOptions } from '../../client/transport.js';
+import type { TransportOptions } from '../../client/transport.js';
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -25,7 +28,7 @@ function seconds(v: string | undefined, what: string, dflt: number): number {
 
 /** Registers `pull` and `push`. */
 export function register(program: Command): void {
-  program
+  const pullCmd = program
     .command('pull')
     .description('fetch a signed image and only the objects the store lacks, verifying everything')
     .argument('<ref>', 'http://HOST:PORT/NAME[:TAG] (cfsdist server) or docker://HOST[:PORT]/REPO[:TAG] (OCI registry)')
@@ -36,11 +39,15 @@ export function register(program: Command): void {
     .option('--timeout <seconds>', 'fail when the server sends nothing for this long (default 30)')
     .option('--compress <mode>', 'accepted encodings: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
     .option('--accept-unsigned', 'OCI registry: where no cfsdist image a trusted key signed is attached to the image, build it locally from its ordinary layers (recorded as unsigned)')
-    .option('--platform <os/arch[/variant]>', 'OCI registry, local build: platform to pick from a multi-platform image (default: this machine)')
-    .action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string; acceptUnsigned?: boolean; platform?: string }, cmd: Command) => {
+    .option('--platform <os/arch[/variant]>', 'OCI registry, local build: platform to pick from a multi-platform image (default: this machine)');
+  addTransportOptions(pullCmd, { registry: true });
+  pullCmd.action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string; acceptUnsigned?: boolean; platform?: string } & TransportCliOptions, cmd: Command) => {
       const g = globals(cmd);
+      const { transportFromCli } = await import('../../client/transport.js');
+      const transport = transportFromCli(opts);
+      if (transport.creds && !/^docker:\/\//.test(ref)) throw new UsageError('--creds applies to OCI registries (docker://…); a cfsdist server takes a bearer token');
       // A digest pins the image: no signature is needed to build it here.
-      if (/^docker:\/\/[^@]+@sha256:/.test(ref)) return buildHere(g, ref, opts);
+      if (/^docker:\/\/[^@]+@sha256:/.test(ref)) return buildHere(g, ref, opts, transport);
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
       const timeout = seconds(opts.timeout, '--timeout', 30);
       const { parseRemoteRef, HttpRemote, pull, ProgressLine, humanBytes } = await import('../../client/index.js');
@@ -52,16 +59,16 @@ export function register(program: Command): void {
       let r: { name: string; tag: string };
       let remote: Remote;
       if (/^docker:\/\//.test(ref)) {
-        // An OCI registry behind the same pipeline (src/registry; credentials from
-        // CFSDIST_REGISTRY_USER/PASSWORD or a Docker auth file).
+        // An OCI registry behind the same pipeline (src/registry; credentials from --creds,
+        // CFSDIST_REGISTRY_USER/PASSWORD or the Docker config file, src/registry/auth.ts).
         const { openRegistryRemote } = await import('../../registry/open-remote.js');
-        const o = openRegistryRemote(ref);
+        const o = openRegistryRemote(ref, { transport });
         r = { name: o.name, tag: o.tag };
         remote = o.remote;
       } else {
         const h = parseRemoteRef(ref);
         r = h;
-        remote = new HttpRemote(h.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1 });
+        remote = new HttpRemote(h.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1, transport });
       }
       // A dry run changes nothing: without a store it plans against an empty scratch one.
       const { existsSync } = await import('node:fs');
@@ -102,7 +109,7 @@ export function register(program: Command): void {
           await rm(scratch, { recursive: true, force: true });
         }
       }
-      if (!s) return buildHere(g, ref, opts);
+      if (!s) return buildHere(g, ref, opts, transport);
       if (g.json) return outJson(s);
       if (s.plan) {
         const p = s.plan;
@@ -127,7 +134,7 @@ export function register(program: Command): void {
       info(g, `${humanBytes(s.wire.received)} received in ${s.wire.requests} requests, ${s.seconds.toFixed(2)} s`);
     });
 
-  program
+  const pushCmd = program
     .command('push')
     .description("send a signed image to a cfsdist server: statement, image and only the objects it lacks")
     .argument('<ref>', 'NAME[:TAG] (signed with cfsdist sign)')
@@ -136,9 +143,13 @@ export function register(program: Command): void {
     .option('--concurrency <n>', 'uploads in flight (default 4)')
     .option('--timeout <seconds>', 'fail when the server answers nothing for this long (default 30)')
     .option('--compress <mode>', 'upload encoding: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
-    .option('--force', 'OCI registry: replace a tag that names another ordinary image (by default the cfsdist image is attached to the ordinary image it was imported from, and any other is left alone)')
-    .action(async (ref: string, url: string, opts: { tokenFile?: string; concurrency?: string; timeout?: string; compress?: string; force?: boolean }, cmd: Command) => {
+    .option('--force', 'OCI registry: replace a tag that names another ordinary image (by default the cfsdist image is attached to the ordinary image it was imported from, and any other is left alone)');
+  addTransportOptions(pushCmd, { registry: true });
+  pushCmd.action(async (ref: string, url: string, opts: { tokenFile?: string; concurrency?: string; timeout?: string; compress?: string; force?: boolean } & TransportCliOptions, cmd: Command) => {
       const g = globals(cmd);
+      const { transportFromCli } = await import('../../client/transport.js');
+      const transport = transportFromCli(opts);
+      if (transport.creds && !/^docker:\/\//.test(url)) throw new UsageError('--creds applies to OCI registries (docker://…); a cfsdist server takes --token-file');
       const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
       const timeout = seconds(opts.timeout, '--timeout', 30);
       const { parseRemoteBase, HttpRemote, push, ProgressLine, humanBytes } = await import('../../client/index.js');
@@ -155,9 +166,9 @@ export function register(program: Command): void {
       let target: PushTarget;
       if (/^docker:\/\//.test(url)) {
         const { openRegistryRemote } = await import('../../registry/open-remote.js');
-        target = openRegistryRemote(/^docker:\/\/[^/]+\/?$/.test(url) ? `${url.replace(/\/$/, '')}/${name}` : url, { force: opts.force }).remote;
+        target = openRegistryRemote(/^docker:\/\/[^/]+\/?$/.test(url) ? `${url.replace(/\/$/, '')}/${name}` : url, { force: opts.force, transport }).remote;
       } else {
-        target = new HttpRemote(parseRemoteBase(url), { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1 });
+        target = new HttpRemote(parseRemoteBase(url), { timeoutMs: timeout * 1000, compress: parseCompressMode(opts.compress), token, maxSockets: concurrency + 1, transport });
       }
       const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `push ${name}:${tag}`) : undefined;
       let s;
@@ -176,11 +187,11 @@ export function register(program: Command): void {
 /** Build a registry image here from its ordinary layers, recorded as unsigned: for
  * `pull docker://…@sha256:…`, and for `pull --accept-unsigned` where no trusted signed image
  * is attached. */
-async function buildHere(g: GlobalOptions, ref: string, opts: { platform?: string; dryRun?: boolean }): Promise<void> {
+async function buildHere(g: GlobalOptions, ref: string, opts: { platform?: string; dryRun?: boolean }, transport: TransportOptions): Promise<void> {
   if (opts.dryRun) throw new UsageError('--dry-run plans signed pulls; a local build of an unsigned image has no plan');
   const { Store } = await import('../../store/store.js');
   const { buildUnsigned } = await import('../../registry/local-build.js');
-  const b = await buildUnsigned(ref, await Store.open(g.store, { create: true }), { platform: opts.platform });
+  const b = await buildUnsigned(ref, await Store.open(g.store, { create: true }), { platform: opts.platform, transport });
   if (g.json) return outJson({ ...b, signed: false });
   out(`built ${b.name}:${b.tag} locally: image ${b.image} (UNSIGNED: from ${b.unsignedFrom})`);
   info(g, `  ${b.imported.layers} layers, ${b.imported.entries} entries, ${b.imported.objectsNew} objects written; ${b.received} bytes received for ${b.layerBytes} bytes of layers`);

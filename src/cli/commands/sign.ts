@@ -5,6 +5,8 @@
 import type { Command } from 'commander';
 import { globals, info, out, outJson } from '../context.js';
 import { UsageError } from '../../errors.js';
+import { addTransportOptions } from '../transport-options.js';
+import type { TransportCliOptions } from '../../client/transport.js';
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -44,7 +46,7 @@ export function register(program: Command): void {
       out(`trusted ${k.keyid} (${dest})`);
     });
 
-  program
+  const convertCmd = program
     .command('convert')
     .description(
       'import an ordinary image from an OCI registry, sign it, and attach the cfsdist image to it in the same registry ' +
@@ -56,8 +58,9 @@ export function register(program: Command): void {
     .option('--fsverity-key <key>', 'also make the kernel fs-verity builtin signature with this RSA/ECDSA key')
     .option('--fsverity-cert <cert>', 'X.509 certificate of --fsverity-key')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this machine)')
-    .option('--resign', 'sign a new version even if the current statement already covers this image')
-    .action(async (ref: string, opts: { key: string; expires?: string; fsverityKey?: string; fsverityCert?: string; platform?: string; resign?: boolean }, cmd: Command) => {
+    .option('--resign', 'sign a new version even if the current statement already covers this image');
+  addTransportOptions(convertCmd, { registry: true });
+  convertCmd.action(async (ref: string, opts: { key: string; expires?: string; fsverityKey?: string; fsverityCert?: string; platform?: string; resign?: boolean } & TransportCliOptions, cmd: Command) => {
       const g = globals(cmd);
       checkFsverityPair('convert', opts);
       const { Store } = await import('../../store/store.js');
@@ -72,6 +75,7 @@ export function register(program: Command): void {
         expiresIn: opts.expires !== undefined ? s.parseDuration(opts.expires) : undefined,
         platform: opts.platform,
         resign: opts.resign,
+        transport: (await import('../../client/transport.js')).transportFromCli(opts),
         onStep: (step, detail) => info(g, `convert: ${step} ${detail}`),
       });
       if (g.json) return outJson(r);
