@@ -15,10 +15,52 @@ import { MountError } from './errors.js';
 
 /** Gets one object into the local objects directory; resolves once it is there, verified. */
 export interface ObjectFetcher {
-  /** Fetch the object with this fs-verity digest (32 bytes) and size (from the image). */
-  fetch(digest: Buffer, size: number): Promise<void>;
+  /** Fetch the object with this fs-verity digest (32 bytes) and size (from the image); stop
+   * (reject) when `signal` aborts, where the backend can. */
+  fetch(digest: Buffer, size: number, signal?: AbortSignal): Promise<void>;
   /** Release connections (optional). */
   close?(): void;
+}
+
+/** Default overall deadline of one lazy fetch (`fetchWithDeadline`). */
+export const FETCH_DEADLINE_MS = 60_000;
+
+/** A lazy fetch that did not finish within its deadline. */
+export class FetchTimeoutError extends MountError {
+  constructor(message: string) {
+    super('FETCH_TIMEOUT', message);
+  }
+}
+
+/**
+ * Fetch one object through `fetcher`, giving up after `deadlineMs`: the fetch's signal aborts
+ * and the promise rejects with FetchTimeoutError then, even if the fetcher ignores the signal
+ * (its fetch may still finish in the background; the store verifies whatever it adds). Aborting
+ * `signal` ends it early the same way, with the signal's reason.
+ */
+export function fetchWithDeadline(fetcher: ObjectFetcher, digest: Buffer, size: number, deadlineMs: number, signal?: AbortSignal): Promise<void> {
+  const ctl = new AbortController();
+  const what = `fetching object ${toHex(digest)}`;
+  return new Promise<void>((resolve, reject) => {
+    const stop = (e: Error): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      ctl.abort(e);
+      reject(e);
+    };
+    const onAbort = (): void => stop(signal?.reason instanceof Error ? signal.reason : new MountError('FETCH_ABORTED', `${what} was cancelled`));
+    const timer = setTimeout(() => stop(new FetchTimeoutError(`${what} took longer than its deadline of ${deadlineMs} ms`)), deadlineMs);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    fetcher.fetch(digest, size, ctl.signal).then(
+      () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      (e: unknown) => stop(e instanceof Error ? e : new Error(String(e))),
+    );
+  });
 }
 
 /** The part of the store's ObjectDir a fetcher writes through. */
@@ -39,7 +81,8 @@ export class DirectoryFetcher implements ObjectFetcher {
     private readonly sink: ObjectSink,
   ) {}
 
-  async fetch(digest: Buffer): Promise<void> {
+  async fetch(digest: Buffer, _size?: number, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const hex = toHex(digest);
     const src = join(this.sourceDir, hex.slice(0, 2), hex.slice(2));
     if (!existsSync(src)) throw new MountError('OBJECT_MISSING', `object ${hex} is not in the remote ${this.sourceDir} either`);
@@ -65,9 +108,9 @@ export class RemoteFetcher implements ObjectFetcher {
     private readonly sink: ObjectSink,
   ) {}
 
-  async fetch(digest: Buffer, size: number): Promise<void> {
+  async fetch(digest: Buffer, size: number, signal?: AbortSignal): Promise<void> {
     let got = false;
-    for await (const o of this.remote.fetchObjects([{ digest, size }])) {
+    for await (const o of this.remote.fetchObjects([{ digest, size }], signal)) {
       if (!o.digest.equals(digest)) throw new MountError('REMOTE_PROTOCOL', `${this.remote.location} sent object ${toHex(o.digest)} when asked for ${toHex(digest)}`);
       // The store checks digest and size before the object becomes visible.
       await this.sink.addStream(o.body, { expected: digest, size });

@@ -47,7 +47,8 @@ export interface ImageFsOptions {
 /** The FUSE filesystem of one image (see the file comment). */
 export class ImageFs implements FuseFs {
   private readonly handles = new Map<number, Handle>();
-  private readonly byNode = new Map<number, Promise<Handle>>();
+  /** Files read by node: the handle once open, the promise while it opens (fetch, hash). */
+  private readonly byNode = new Map<number, Handle | Promise<Handle>>();
   private nextFh = 1;
   private readonly log: (line: string) => void;
 
@@ -139,24 +140,41 @@ export class ImageFs implements FuseFs {
     return { kind: 'inline', nid, size: st.size };
   }
 
+  /** Read by node from a file already open (see readNode), synchronously; undefined if it is
+   * not open yet. */
+  readNodeNow(node: number, offset: number, size: number): Buffer | undefined {
+    const h = this.byNode.get(node);
+    if (!h || h instanceof Promise) return undefined;
+    this.byNode.delete(node);
+    this.byNode.set(node, h);
+    return this.readHandle(h, offset, size);
+  }
+
   /** Read by node (zero-message opens): files stay open in a small LRU between reads. */
   async readNode(node: number, offset: number, size: number): Promise<Buffer> {
-    let p = this.byNode.get(node);
-    if (p) {
+    let h = this.byNode.get(node);
+    if (h) {
       this.byNode.delete(node);
-      this.byNode.set(node, p);
+      this.byNode.set(node, h);
     } else {
-      p = this.openHandle(this.nid(node));
+      const p = this.openHandle(this.nid(node));
+      h = p;
       this.byNode.set(node, p);
-      // A failed open is not kept: the next read tries again (a fetch may succeed then).
-      p.catch(() => this.byNode.get(node) === p && this.byNode.delete(node));
+      p.then(
+        (opened) => {
+          if (this.byNode.get(node) === p) this.byNode.set(node, opened);
+          else closeHandle(opened); // evicted while it opened
+        },
+        // A failed open is not kept: the next read tries again (a fetch may succeed then).
+        () => this.byNode.get(node) === p && this.byNode.delete(node),
+      );
       if (this.byNode.size > NODE_CACHE) {
-        const [old, op] = this.byNode.entries().next().value as [number, Promise<Handle>];
+        const [old, oh] = this.byNode.entries().next().value as [number, Handle | Promise<Handle>];
         this.byNode.delete(old);
-        op.then((h) => h.kind === 'object' && h.file.close(), () => undefined);
+        if (!(oh instanceof Promise)) closeHandle(oh); // a promise closes its handle when it settles (above)
       }
     }
-    return this.readHandle(await p, offset, size);
+    return this.readHandle(await h, offset, size);
   }
 
   read(fh: number, offset: number, size: number): Buffer {
@@ -223,9 +241,13 @@ export class ImageFs implements FuseFs {
 
   /** Close every file kept open for reads by node. */
   closeAll(): void {
-    for (const p of this.byNode.values()) p.then((h) => h.kind === 'object' && h.file.close(), () => undefined);
-    this.byNode.clear();
+    for (const h of this.byNode.values()) if (!(h instanceof Promise)) closeHandle(h);
+    this.byNode.clear(); // handles still opening close when they settle (readNode)
   }
+}
+
+function closeHandle(h: Handle): void {
+  if (h.kind === 'object') h.file.close();
 }
 
 function startsWith(b: Buffer, prefix: Buffer): boolean {

@@ -1,7 +1,9 @@
 /**
  * The userspace mount: an image served over FUSE by this process — the session on a thread of
  * its own (worker.ts) — every object verified before its bytes are returned (verified.ts),
- * missing objects optionally fetched on first access through a fetcher this thread owns.
+ * missing objects optionally fetched on first access through a fetcher this thread owns, each
+ * fetch bounded by a deadline (`fetchDeadlineMs`, or CFSDIST_FUSE_FETCH_DEADLINE_MS; default
+ * 60 s) past which the reader gets EIO and the fetch is aborted.
  */
 import { closeSync, openSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
@@ -16,6 +18,7 @@ import { mountAt } from '../mountinfo.js';
 import { MOUNT_SOURCE, readState, removeState, writeState } from '../state.js';
 import type { MountState } from '../state.js';
 import { MountApi, MOUNT_ATTR_RDONLY } from '../syscalls.js';
+import { FETCH_DEADLINE_MS } from '../fetcher.js';
 import type { ObjectFetcher } from '../fetcher.js';
 import { unmount } from '../umount.js';
 import type { FetchReply, WorkerInput, WorkerMessage } from './worker.js';
@@ -40,6 +43,9 @@ export interface FuseMountOptions {
   mountpoint: string;
   /** Fetches missing objects (lazy pull). */
   fetcher?: ObjectFetcher;
+  /** Overall deadline of one lazy fetch in milliseconds, past which the reader gets EIO
+   * (default: $CFSDIST_FUSE_FETCH_DEADLINE_MS, else 60 s). */
+  fetchDeadlineMs?: number;
   /** What the user named (recorded). */
   ref?: string;
   /** Where problems are reported. */
@@ -60,6 +66,8 @@ export interface FuseStats {
   fetched: number;
   /** Integrity failures (EIO returned). */
   corrupt: number;
+  /** Requests the kernel interrupted while they waited (answered EINTR). */
+  interrupted: number;
   /** Requests by FUSE opcode. */
   requests: Record<string, number>;
 }
@@ -93,6 +101,19 @@ async function loadImage(path: string, digest?: Buffer): Promise<SharedArrayBuff
   return shared;
 }
 
+/** The fetch deadline: the option, else $CFSDIST_FUSE_FETCH_DEADLINE_MS, else 60 s. */
+export function fetchDeadline(ms?: number): number {
+  if (ms !== undefined) {
+    if (!(ms > 0)) throw new MountError('BAD_OPTION', `fetch deadline ${ms} ms: must be a positive number`);
+    return ms;
+  }
+  const env = process.env.CFSDIST_FUSE_FETCH_DEADLINE_MS;
+  if (env === undefined || env === '') return FETCH_DEADLINE_MS;
+  const v = Number(env);
+  if (!(v > 0)) throw new MountError('BAD_OPTION', `CFSDIST_FUSE_FETCH_DEADLINE_MS=${env}: must be a positive number of milliseconds`);
+  return v;
+}
+
 /** Mount an image with FUSE, served by this process until it is unmounted. */
 export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
   const st = await stat(o.mountpoint).catch(() => undefined);
@@ -105,6 +126,7 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
     await unmount(o.mountpoint); // stale record
   }
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const fetchDeadlineMs = fetchDeadline(o.fetchDeadlineMs);
   const image = await loadImage(o.image, o.imageDigest);
   let fd: number;
   try {
@@ -126,21 +148,31 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
     log: o.logFile,
     time: '',
   };
-  const input: WorkerInput = { fd, image, imageName: o.image, objects: o.objects, fetch: o.fetcher !== undefined };
+  const input: WorkerInput = { fd, image, imageName: o.image, objects: o.objects, fetch: o.fetcher !== undefined, fetchDeadlineMs };
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: input });
   let initDone!: () => void;
   const init = new Promise<void>((r) => (initDone = r));
+  /** Fetches under way for the session thread, by its id (it aborts them at their deadline). */
+  const fetches = new Map<number, AbortController>();
   const done = new Promise<FuseStats>((resolve, reject) => {
     let stats: FuseStats | undefined;
     worker.on('message', (m: WorkerMessage) => {
       if (m.type === 'init') initDone();
       else if (m.type === 'log') log(m.line);
       else if (m.type === 'fetch') {
-        const reply = (r: FetchReply): void => worker.postMessage(r);
-        o.fetcher!.fetch(Buffer.from(m.hex, 'hex'), m.size).then(
+        const reply = (r: FetchReply): void => {
+          if (fetches.delete(m.id)) worker.postMessage(r);
+        };
+        const ctl = new AbortController();
+        fetches.set(m.id, ctl);
+        o.fetcher!.fetch(Buffer.from(m.hex, 'hex'), m.size, ctl.signal).then(
           () => reply({ id: m.id }),
           (e: Error) => reply({ id: m.id, error: e.message }),
         );
+      } else if (m.type === 'abort') {
+        const ctl = fetches.get(m.id);
+        fetches.delete(m.id);
+        ctl?.abort(new MountError('FETCH_TIMEOUT', `the FUSE session gave up on fetch ${m.id}`));
       } else if (m.type === 'done') {
         if (m.error) log(`cfsdist fuse: the session ended with an error: ${m.error}`);
         stats = { ...(m.stats as Omit<FuseStats, 'requests'>), requests: m.requests };
@@ -148,6 +180,8 @@ export async function mountFuse(o: FuseMountOptions): Promise<FuseMount> {
     });
     worker.on('error', reject);
     worker.on('exit', () => {
+      for (const ctl of fetches.values()) ctl.abort(new MountError('FETCH_ABORTED', `the FUSE session of ${o.mountpoint} ended`));
+      fetches.clear();
       try {
         closeSync(fd);
       } catch {

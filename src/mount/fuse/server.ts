@@ -5,14 +5,28 @@
  * dependencies, so the kernel protocol is spoken directly; a read-only filesystem needs only a
  * dozen requests.
  *
- * The session runs on a thread of its own (worker.ts) that blocks in read(2) on the device,
- * handles the request and writes the reply, one request at a time: a request then costs one
- * wake-up of that thread. Reading through libuv's thread pool instead (a thread blocks, the
- * event loop is woken for each request) made `ls -lR` 2.5 times slower. A request whose handler
- * must wait (a lazy fetch) is awaited, so the thread's event loop runs meanwhile; other requests
- * wait for it. When the filesystem is unmounted the read fails with ENODEV and the session ends.
+ * The session runs on a thread of its own (worker.ts). Requests are dispatched as they arrive
+ * and never wait for one another: a handler either answers at once (lookups, attributes,
+ * listings, reads of open objects: nearly every request) or returns a promise and answers when
+ * it settles (a first open that hashes an object whole, a lazy fetch); the kernel matches
+ * replies to requests by `unique`, so they may go out in any order.
+ *
+ * How the device is read depends on whether such a promise is pending. With none, the thread
+ * blocks in read(2) itself (readSync), handles the request and writes the reply: a request costs
+ * one wake-up of that thread. Reading through libuv's thread pool instead (a pool thread blocks,
+ * the event loop is woken for each request) made `ls -lR` 2.5 times slower, so that is done only
+ * while a handler waits: a thread blocked in readSync cannot run its own event loop, and the
+ * pending handler needs it (the fetch's reply arrives as a message, hashing yields between
+ * chunks, deadlines are timers). Once nothing is pending, the next read is a blocking one again.
+ *
+ * FUSE_INTERRUPT (the caller got a signal, e.g. was killed while its read waited on a fetch) is
+ * answered by replying EINTR to the original request if it is still pending; the handler's own
+ * reply is then dropped. An INTERRUPT for a request not pending is ignored: with one reader, the
+ * original was read before it, so it has been answered already (fuse.rst, "Interrupting FUSE
+ * requests", case 2). When the filesystem is unmounted the read fails with ENODEV and the
+ * session ends.
  */
-import { closeSync, constants as fsConstants, readSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, read, readSync, writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import {
   Fopen,
@@ -89,6 +103,9 @@ export interface FuseFs {
   /** Read from a file by node, without an open handle. A filesystem that has this gets
    * zero-message opens where the kernel supports them: no OPEN or RELEASE round trips. */
   readNode?(node: number, offset: number, size: number): Promise<Buffer> | Buffer;
+  /** `readNode` answered synchronously where it can be (the file is open already); undefined
+   * where it cannot. Lets the session skip a promise (and an event loop turn) per read. */
+  readNodeNow?(node: number, offset: number, size: number): Buffer | undefined;
   /** A directory's entries, in order, for one opendir (`.` and `..` first). */
   readdir(node: number): FuseDirItem[];
   /** One xattr value, or undefined (ENODATA). `uid` is the caller's. */
@@ -117,6 +134,9 @@ const MAX_WRITE = 128 * 1024;
 const MAX_PAGES = 256;
 const READ_BUFFER = Math.max(FUSE_MIN_READ_BUFFER, MAX_WRITE + 4096);
 
+/** Microtask turns a handler's promise gets to settle before the session reads on the pool. */
+const SETTLE_TURNS = 64;
+
 interface DirHandle {
   items: FuseDirItem[];
 }
@@ -129,6 +149,8 @@ export class FuseSession {
   readonly done: Promise<void>;
   /** Whether INIT has been answered. */
   initialized = false;
+  /** Pending requests the kernel interrupted (answered EINTR). */
+  interrupted = 0;
   private resolveDone!: () => void;
   private rejectDone!: (e: Error) => void;
   private readonly buf = Buffer.allocUnsafe(READ_BUFFER);
@@ -139,6 +161,10 @@ export class FuseSession {
   /** Entries of recently listed directories by node id (READDIR without OPENDIR). */
   private readonly dirCache = new Map<number, FuseDirItem[]>();
   private ended = false;
+  /** Requests whose handler returned a promise that has not settled, by unique. */
+  private readonly pending = new Map<bigint, InHeader>();
+  /** Pending requests already answered with EINTR: their handler's reply is dropped. */
+  private readonly answered = new Set<bigint>();
   private readonly validSec: number;
   private readonly log: (line: string) => void;
   private readonly initCallback: (() => void) | undefined;
@@ -160,16 +186,23 @@ export class FuseSession {
     });
   }
 
+  /** Requests being handled asynchronously (tests, diagnostics). */
+  get pendingRequests(): number {
+    return this.pending.size;
+  }
+
   /**
-   * Serve until the filesystem is unmounted (or `stop()`): block in read(2) for each request,
-   * handle it, await it if its handler is asynchronous. Run this on a thread of its own. Until
-   * the device is mounted reads fail with EPERM; they are retried every 5 ms.
+   * Serve until the filesystem is unmounted (or `stop()`): read each request, dispatch it
+   * without waiting for the ones before (see the file comment). Run this on a thread of its
+   * own. Until the device is mounted reads fail with EPERM; they are retried every 5 ms.
    */
   async serve(): Promise<void> {
     while (!this.ended) {
       let n: number;
       try {
-        n = readSync(this.fd, this.buf, 0, this.buf.length, null);
+        // Block in read(2) while no handler waits; otherwise read on the thread pool, so the
+        // event loop runs the waiting handlers meanwhile.
+        n = this.pending.size === 0 ? readSync(this.fd, this.buf, 0, this.buf.length, null) : await this.readAsync();
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' || code === 'EINTR' || code === 'EAGAIN') continue; // the request vanished
@@ -186,14 +219,23 @@ export class FuseSession {
         this.finish(new Error(`short FUSE request of ${n} bytes`));
         return this.done;
       }
-      const r = this.handle(this.buf.subarray(0, n));
-      if (r) await r;
+      // A handler decodes what it needs of the request before it returns; the buffer is
+      // reused by the next read.
+      if (this.handle(this.buf.subarray(0, n))) {
+        // Most promises settle within a few microtask turns (a first open of an object that is
+        // here and small: nothing really waits); let them, and keep the blocking read.
+        for (let i = 0; i < SETTLE_TURNS && this.pending.size > 0; i++) await undefined;
+      }
     }
     this.finish();
     return this.done;
   }
 
-  /** Stop serving (after the request being handled) and close the device. */
+  private readAsync(): Promise<number> {
+    return new Promise<number>((resolve, reject) => read(this.fd, this.buf, 0, this.buf.length, null, (err, n) => (err ? reject(err) : resolve(n))));
+  }
+
+  /** Stop serving (after the request being read) and close the device. */
   stop(): void {
     this.finish();
   }
@@ -225,24 +267,49 @@ export class FuseSession {
   }
 
   private ok(h: InHeader, body?: Buffer): void {
+    if (this.answered.has(h.unique)) return; // interrupted: EINTR went out instead
     this.send(reply(h.unique, 0, body));
   }
 
   private fail(h: InHeader, errno: number): void {
+    if (this.answered.has(h.unique)) return;
     this.send(reply(h.unique, -errno));
   }
 
-  /** Handle one request (the buffer is only valid until the promise, if any, settles). */
+  /**
+   * Handle one request. The buffer is only read before this returns; a handler that has to wait
+   * returns a promise (settled once it has replied), and the request counts as pending until
+   * then, interruptible.
+   */
   handle(req: Buffer): Promise<void> | void {
     const h = readInHeader(req);
     const body = req.subarray(SIZE.inHeader, h.len);
     this.counts.set(h.opcode, (this.counts.get(h.opcode) ?? 0) + 1);
+    let r: Promise<void> | void;
     try {
-      const r = this.dispatch(h, body);
-      if (r) return r.catch((e: unknown) => this.failWith(h, e));
+      r = this.dispatch(h, body);
     } catch (e) {
-      this.failWith(h, e);
+      return this.failWith(h, e);
     }
+    if (!r) return;
+    this.pending.set(h.unique, h);
+    return r
+      .catch((e: unknown) => this.failWith(h, e))
+      .finally(() => {
+        this.pending.delete(h.unique);
+        this.answered.delete(h.unique);
+      });
+  }
+
+  /** FUSE_INTERRUPT: answer the original request with EINTR if it is still pending. */
+  private interrupt(body: Buffer): void {
+    const unique = body.readBigUInt64LE(0);
+    const h = this.pending.get(unique);
+    if (!h || this.answered.has(unique)) return;
+    this.answered.add(unique);
+    this.interrupted++;
+    this.log(`cfsdist fuse: request ${unique} (opcode ${h.opcode} on node ${h.nodeid}, pid ${h.pid}) was interrupted while it waited; answered EINTR`);
+    this.send(reply(unique, -E.EINTR));
   }
 
   private failWith(h: InHeader, e: unknown): void {
@@ -263,8 +330,9 @@ export class FuseSession {
       }
       case Op.FORGET:
       case Op.BATCH_FORGET:
+        return; // no reply; we keep no per-lookup state
       case Op.INTERRUPT:
-        return; // no reply; we keep no per-lookup state, and every request is answered anyway
+        return this.interrupt(body); // no reply to the INTERRUPT itself
       case Op.GETATTR:
         return this.ok(h, attrOut(fs.getattr(h.nodeid), this.validSec));
       case Op.READLINK:
@@ -281,7 +349,11 @@ export class FuseSession {
         const fh = readU64(body, 0);
         const offset = readU64(body, 8);
         const size = body.readUInt32LE(16);
-        if (fh === 0 && fs.readNode) return then(fs.readNode(h.nodeid, offset, size), (data) => this.ok(h, data));
+        if (fh === 0 && fs.readNode) {
+          const now = fs.readNodeNow?.(h.nodeid, offset, size);
+          if (now) return this.ok(h, now);
+          return then(fs.readNode(h.nodeid, offset, size), (data) => this.ok(h, data));
+        }
         return then(fs.read(fh, offset, size), (data) => this.ok(h, data));
       }
       case Op.RELEASE:

@@ -7,7 +7,8 @@
  * never returned. Level-0 hashes (1/128 of the data) are cached per digest, bounded.
  *
  * A missing object is fetched through an `ObjectFetcher` when one is given (lazy pull), then
- * verified the same way.
+ * verified the same way. A fetch has an overall deadline (`fetchDeadlineMs`): past it the open
+ * fails (the mount answers EIO) and the fetch is aborted; it never hangs a reader.
  *
  * File I/O is synchronous on purpose: a read of an object already in the page cache costs a few
  * microseconds, a round trip through libuv's thread pool costs tens (cold reads of a whole
@@ -18,6 +19,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { BLOCK_SIZE, FsVerityHasher, HASH_SIZE, hashBlock, hashLeaves, toHex } from '../../verity/digest.js';
 import { MountError } from '../errors.js';
+import { FETCH_DEADLINE_MS, fetchWithDeadline } from '../fetcher.js';
 import type { ObjectFetcher } from '../fetcher.js';
 
 /** An object whose content does not match its digest (or size). */
@@ -65,6 +67,8 @@ export interface VerifiedObjectsOptions {
   fetcher?: ObjectFetcher;
   /** Bytes of level-0 hashes to keep cached (default 64 MiB, i.e. 8 GiB of object data). */
   leafCacheBytes?: number;
+  /** Overall deadline of one fetch, in milliseconds (default 60 s). */
+  fetchDeadlineMs?: number;
 }
 
 /** The objects directory, read with verification. */
@@ -132,7 +136,7 @@ export class VerifiedObjects {
     let f = this.fetching.get(hex);
     if (!f) {
       const fetcher = this.opts.fetcher;
-      f = fetcher.fetch(digest, size).finally(() => this.fetching.delete(hex));
+      f = fetchWithDeadline(fetcher, digest, size, this.opts.fetchDeadlineMs ?? FETCH_DEADLINE_MS).finally(() => this.fetching.delete(hex));
       this.fetching.set(hex, f);
       f.then(() => this.stats.fetched++, () => undefined);
     }

@@ -3,7 +3,8 @@
  * thread hands over the /dev/fuse descriptor, the verified image (shared memory, not copied)
  * and the objects directory; lazy fetches are asked of the main thread, which owns the fetcher
  * (a network client, or a test's fake). Messages to the main thread: `init` once the kernel's
- * INIT is answered, `log` lines, `fetch` requests, and `done` with counters at the end.
+ * INIT is answered, `log` lines, `fetch` requests and `abort`s of them (their deadline passed),
+ * and `done` with counters at the end.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ErofsImage } from '../../erofs/reader.js';
@@ -21,6 +22,8 @@ export interface WorkerInput {
   objects: string;
   /** Whether missing objects may be fetched (through the main thread). */
   fetch: boolean;
+  /** Overall deadline of one fetch (ms). */
+  fetchDeadlineMs?: number;
   validSec?: number;
 }
 
@@ -29,6 +32,7 @@ export type WorkerMessage =
   | { type: 'init' }
   | { type: 'log'; line: string }
   | { type: 'fetch'; id: number; hex: string; size: number }
+  | { type: 'abort'; id: number }
   | { type: 'done'; error?: string; stats: Record<string, number>; requests: Record<string, number> };
 
 /** Replies to fetch requests. */
@@ -53,15 +57,25 @@ async function main(): Promise<void> {
   });
   const fetcher: ObjectFetcher | undefined = input.fetch
     ? {
-        fetch: (digest, size) =>
+        fetch: (digest, size, signal) =>
           new Promise<void>((resolve, reject) => {
             const id = nextId++;
-            pending.set(id, { resolve, reject });
+            const onAbort = (): void => {
+              pending.delete(id);
+              post({ type: 'abort', id });
+              reject(signal!.reason instanceof Error ? signal!.reason : new Error('fetch aborted'));
+            };
+            signal?.addEventListener('abort', onAbort, { once: true });
+            const done = (): void => signal?.removeEventListener('abort', onAbort);
+            pending.set(id, {
+              resolve: () => (done(), resolve()),
+              reject: (e) => (done(), reject(e)),
+            });
             post({ type: 'fetch', id, hex: digest.toString('hex'), size });
           }),
       }
     : undefined;
-  const objects = new VerifiedObjects(input.objects, { fetcher });
+  const objects = new VerifiedObjects(input.objects, { fetcher, fetchDeadlineMs: input.fetchDeadlineMs });
   const fs = new ImageFs(image, objects, { log });
   const session = new FuseSession(input.fd, fs, { validSec: input.validSec, log, onInit: () => post({ type: 'init' }), closeFd: false });
   let error: string | undefined;
@@ -70,12 +84,16 @@ async function main(): Promise<void> {
   } catch (e) {
     error = (e as Error).message;
   } finally {
+    // Fetches still under way fail now (their readers are gone with the mount): their deadline
+    // timers end, and with them this thread.
+    for (const p of pending.values()) p.reject(new Error('the FUSE session ended'));
+    pending.clear();
     fs.closeAll();
     image.close();
   }
   const requests: Record<string, number> = {};
   for (const [op, n] of session.counts) requests[String(op)] = n;
-  post({ type: 'done', error, stats: { ...objects.stats }, requests });
+  post({ type: 'done', error, stats: { ...objects.stats, interrupted: session.interrupted }, requests });
   port.close();
 }
 
