@@ -32,10 +32,11 @@ export function register(program: Command): void {
     .option('--headers-timeout <seconds>', 'a client must send its request headers within this (default 20)')
     .option('--request-timeout <seconds>', 'a client must send its whole request, body included, within this (default 600)')
     .option('--max-connections <n>', 'most connections open at once (default 1024)')
+    .option('--max-compressors <n>', 'most zstd processes at once; beyond them responses are gzip (default: CPUs, at least 2)')
     .option('--tls-cert <file>', 'serve HTTPS: certificate chain (PEM)')
     .option('--tls-key <file>', 'serve HTTPS: private key (PEM) of --tls-cert')
     .option('--insecure', 'allow --token-file on plain HTTP on an address other than loopback (the token travels in clear)')
-    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string; headersTimeout?: string; requestTimeout?: string; maxConnections?: string; tlsCert?: string; tlsKey?: string; insecure?: boolean }, cmd: Command) => {
+    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string; headersTimeout?: string; requestTimeout?: string; maxConnections?: string; maxCompressors?: string; tlsCert?: string; tlsKey?: string; insecure?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const { host, port } = parseListen(opts.listen ?? DEFAULT_LISTEN);
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together');
@@ -67,6 +68,8 @@ export function register(program: Command): void {
       const requestTimeout = secs(opts.requestTimeout, '--request-timeout', 600);
       const maxConnections = opts.maxConnections !== undefined ? Number(opts.maxConnections) : 1024;
       if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) throw new UsageError('--max-connections must be a positive integer');
+      const maxCompressors = opts.maxCompressors !== undefined ? Number(opts.maxCompressors) : undefined;
+      if (maxCompressors !== undefined && (!Number.isSafeInteger(maxCompressors) || maxCompressors < 0)) throw new UsageError('--max-compressors must be a whole number');
       let tls: { cert: Buffer; key: Buffer } | undefined;
       if (opts.tlsCert && opts.tlsKey) {
         const { readFile } = await import('node:fs/promises');
@@ -85,6 +88,7 @@ export function register(program: Command): void {
         headersTimeoutMs: headersTimeout * 1000,
         requestTimeoutMs: requestTimeout * 1000,
         maxConnections,
+        maxFilterProcesses: maxCompressors,
         tls,
         log: g.debug ? (l) => process.stderr.write(l + '\n') : undefined,
       });
