@@ -232,6 +232,7 @@ function decompress(delta: Buffer, max = MAX_DELTA_RAW): Buffer {
   try {
     return brotliDecompressSync(delta, { maxOutputLength: max });
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new DeltaError('DELTA_TOO_LARGE', `delta decompresses to more than ${max} bytes (the most the image it names can need)`);
     throw new DeltaError('DELTA_CORRUPT', `delta does not decompress: ${(e as Error).message}`);
   }
 }
