@@ -11,6 +11,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { toHex } from '../verity/digest.js';
+import type { TransportOptions } from '../client/transport.js';
 import { MountError } from './errors.js';
 
 /** Gets one object into the local objects directory; resolves once it is there, verified. */
@@ -129,11 +130,11 @@ export class RemoteFetcher implements ObjectFetcher {
  * A fetcher for `--remote`: `http(s)://HOST:PORT` is a cfsdist server reached through the pull
  * client (src/client); a directory (a store, or an objects directory) is read directly.
  */
-export async function openRemote(remote: string, store: { objects: ObjectSink }): Promise<ObjectFetcher> {
+export async function openRemote(remote: string, store: { objects: ObjectSink }, transport?: TransportOptions): Promise<ObjectFetcher> {
   if (/^https?:\/\//.test(remote)) {
     const { HttpRemote } = await import('../client/http-remote.js');
     const { parseRemoteBase } = await import('../client/remote.js');
-    return new RemoteFetcher(new HttpRemote(parseRemoteBase(remote)), store.objects);
+    return new RemoteFetcher(new HttpRemote(parseRemoteBase(remote), { transport }), store.objects);
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//.test(remote) && !remote.startsWith('file://')) {
     throw new MountError('BAD_REMOTE', `--remote ${remote}: only cfsdist servers (http(s)://HOST:PORT) and local stores are supported for lazy pulls`);

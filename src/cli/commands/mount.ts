@@ -3,8 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { globals, info, outJson } from '../context.js';
 import type { GlobalOptions } from '../context.js';
 import { UsageError } from '../../errors.js';
+import { addTransportOptions } from '../transport-options.js';
+import type { TransportCliOptions } from '../../client/transport.js';
 
-interface MountOpts {
+interface MountOpts extends TransportCliOptions {
   fuse?: boolean;
   kernel?: boolean;
   verity: boolean;
@@ -18,7 +20,7 @@ const BIN = fileURLToPath(new URL('../../../../bin/cfsdist', import.meta.url));
 
 /** Registers `mount NAME:TAG|IMAGE MOUNTPOINT` and `umount MOUNTPOINT`. */
 export function register(program: Command): void {
-  program
+  const mount = program
     .command('mount')
     .description(
       'mount an image: kernel EROFS + overlayfs over the store objects (root), or a verifying userspace (FUSE) mount' +
@@ -31,8 +33,9 @@ export function register(program: Command): void {
     .option('--no-verity', 'kernel mount where fs-verity is unavailable: object contents are then NOT verified')
     .option('--require-signature', 'kernel mount: refuse an image the kernel has not accepted with its fs-verity builtin signature (implied by fs.verity.require_signatures=1)')
     .option('--remote <url>', 'FUSE: fetch missing objects on first access from a cfsdist server (http://HOST:PORT) or another store directory')
-    .option('--foreground', 'FUSE: serve in this process until unmounted instead of daemonizing')
-    .action(async (ref: string, mountpoint: string, opts: MountOpts, cmd: Command) => {
+    .option('--foreground', 'FUSE: serve in this process until unmounted instead of daemonizing');
+  addTransportOptions(mount, { registry: false });
+  mount.action(async (ref: string, mountpoint: string, opts: MountOpts, cmd: Command) => {
       const g = globals(cmd);
       const m = await import('../../mount/index.js');
       const { Store } = await import('../../store/store.js');
@@ -134,7 +137,8 @@ async function mountKernel(g: GlobalOptions, m: MountModule, store: StoreT, img:
 }
 
 async function serveFuse(g: GlobalOptions, m: MountModule, store: StoreT, img: Resolved, mp: string, opts: MountOpts): Promise<void> {
-  const fetcher = opts.remote ? await m.openRemote(opts.remote, store) : undefined;
+  const { transportFromCli } = await import('../../client/transport.js');
+  const fetcher = opts.remote ? await m.openRemote(opts.remote, store, transportFromCli(opts)) : undefined;
   const fm = await m.mountFuse({
     image: img.path,
     imageDigest: img.digest,
@@ -177,6 +181,8 @@ async function daemonize(g: GlobalOptions, ref: string, mp: string, opts: MountO
   const logFd = openSync(logFile, 'a', 0o600);
   const args = [BIN, 'mount', ref, mp, '--fuse', '--foreground', '--store', g.store];
   if (opts.remote) args.push('--remote', opts.remote);
+  for (const f of opts.caFile ?? []) args.push('--ca-file', f);
+  if (opts.tlsVerify !== undefined) args.push('--tls-verify', String(opts.tlsVerify));
   if (g.debug) args.push('--debug');
   const child = spawn(process.execPath, args, {
     detached: true,
