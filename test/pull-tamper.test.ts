@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ObjectDir, Store } from '../src/store/store.js';
-import { SignRecords } from '../src/sign/records.js';
+import { SignRecords, tagStatementPath } from '../src/sign/records.js';
 import { parseEnvelope } from '../src/sign/dsse.js';
 import { toHex } from '../src/verity/digest.js';
 import { cleanup, makeImageFamily, makeKey, newObjects, runCli, signTag, snapshotStore, startServe } from './pull-fixtures.js';
@@ -185,7 +185,12 @@ test('a corrupted image on the server is refused before anything else happens', 
 });
 
 test('statements: edited, signed by another key, expired, missing', async () => {
-  const path = new SignRecords(fam.storeDir).statementPath(fam.name, 'v2');
+  // The statement the server serves: the one the tag names.
+  const s = await serverStore();
+  const records = new SignRecords(fam.storeDir);
+  const served = (): Promise<string> => tagStatementPath(s, records, fam.name, 'v2');
+  const tag0 = (await s.getTagRecord(fam.name, 'v2'))!;
+  const path = await served();
   // edited: claims version 9 with the original signature
   await withFile(
     path,
@@ -205,10 +210,11 @@ test('statements: edited, signed by another key, expired, missing', async () => 
     // expired: signed long ago for a day
     await signTag(fam.storeDir, fam.name, 'v2', keyA, { now: Math.floor(Date.now() / 1000) - 10 * 86400, expiresIn: 86400 });
     await refused('v2', /expired at/);
-    unlinkSync(path);
+    unlinkSync(await served());
     await refused('v2', /no signed statement .*unsigned images are refused/);
   } finally {
     writeFileSync(path, saved);
+    await s.setTag(fam.name, 'v2', tag0.image, tag0.meta);
   }
 });
 
@@ -250,7 +256,7 @@ test('a rollback to an older version is refused', async () => {
   assert.equal(ok.code, 0, ok.stderr);
   assert.equal(JSON.parse(ok.stdout).version, 2);
   // the server (or a mirror) now serves the older, validly signed statement
-  writeFileSync(rec.statementPath(fam.name, 'latest'), old);
+  writeFileSync(await tagStatementPath(s, rec, fam.name, 'latest'), old);
   await refused('latest', /rollback refused: statement version 1 for .*:latest is older than version 2 accepted before/, { direct: true });
   assert.equal((await snapshotStore(client)).tags[`${fam.name}:latest`], toHex(fam.v2.image));
   assert.ok(existsSync(join(client, 'signatures', fam.name, ':latest.accepted')));

@@ -93,12 +93,17 @@ export class SignRecords {
 
   /** Add `bytes` to the history of NAME:TAG as `version` (not made current). */
   async writeStatementVersion(name: string, tag: string, version: number, bytes: Buffer): Promise<void> {
-    await this.writeAtomic(join(this.base(name, tag) + '.history', `${version}.dsse`), bytes);
+    await this.writeAtomic(this.statementVersionPath(name, tag, version), bytes);
+  }
+
+  /** Path of statement `version` of NAME:TAG in the history. */
+  statementVersionPath(name: string, tag: string, version: number): string {
+    return join(this.base(name, tag) + '.history', `${version}.dsse`);
   }
 
   /** Statement `version` of NAME:TAG from the history, or undefined. */
   async readStatementVersion(name: string, tag: string, version: number): Promise<Buffer | undefined> {
-    return readOptional(join(this.base(name, tag) + '.history', `${version}.dsse`));
+    return readOptional(this.statementVersionPath(name, tag, version));
   }
 
   /** Versions in the history of NAME:TAG, ascending. */
@@ -177,4 +182,10 @@ export async function commitStatement(store: Store, records: SignRecords, name: 
 export async function tagStatement(store: Store, records: SignRecords, name: string, tag: string): Promise<Buffer | undefined> {
   const version = (await store.getTagRecord(name, tag))?.meta.statement;
   return version !== undefined ? records.readStatementVersion(name, tag, version) : records.readStatement(name, tag);
+}
+
+/** Path of the file tagStatement reads. */
+export async function tagStatementPath(store: Store, records: SignRecords, name: string, tag: string): Promise<string> {
+  const version = (await store.getTagRecord(name, tag))?.meta.statement;
+  return version !== undefined ? records.statementVersionPath(name, tag, version) : records.statementPath(name, tag);
 }
