@@ -15,9 +15,10 @@ import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
+import { createHash } from 'node:crypto';
 import { PULL_CLI, makeImageFamily, makeKey, signTag, snapshotStore, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
-import { makeTestCa } from './registry-fixtures.js';
+import { makeTestCa, registryMissing, startRegistry } from './registry-fixtures.js';
 
 const RSS_CAP_KIB = 300 * 1024;
 
@@ -260,4 +261,75 @@ test('an object index claiming millions of entries: refused by the signed object
   assert.ok(grew < 64, `decoding grew RSS by ${grew.toFixed(0)} MiB`);
   assert.ok(indexBound(1000) < 1 << 20, 'the bound for 1000 objects is under a MiB');
   console.log(`# index bomb: ${bomb.length} B claiming ${count} entries refused, RSS grew ${grew.toFixed(1)} MiB`);
+});
+
+test('a registry whose cfsdist manifest names an object index of millions of entries: cfsdist pull refuses it by the signed object count, store unchanged', { skip: registryMissing() }, async () => {
+  const reg = await startRegistry({ auth: false });
+  try {
+    const push = await pullWithRss(['--store', fam.storeDir, '--quiet', 'push', `${fam.name}:v1`, `docker://${reg.host}/${fam.name}:v1`]);
+    assert.equal(push.code, 0, push.stderr);
+    // The bomb: 280 MB of entries, a few hundred KiB gzipped.
+    const count = 5_000_000;
+    const header = Buffer.from(JSON.stringify({ count, blobs: [] }));
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(header.length);
+    const bomb = gzipSync(Buffer.concat([Buffer.from('cfsdist-object-index-v1\n'), len, header, Buffer.alloc(count * 56)]), { level: 9 });
+    const bombDigest = 'sha256:' + createHash('sha256').update(bomb).digest('hex');
+    const renamed = new Map<string, string>(); // rewritten manifest hex → the real one
+    let bombServed = 0;
+    const upstream = (path: string, accept: string): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> =>
+      fetch(`http://${reg.host}${path}`, { headers: { Accept: accept } }).then(async (r) => ({ status: r.status, headers: Object.fromEntries(r.headers), body: Buffer.from(await r.arrayBuffer()) }));
+    const proxy = createServer((req, res) => {
+      const url = req.url ?? '/';
+      const accept = String(req.headers.accept ?? '*/*');
+      const send = (status: number, headers: Record<string, string>, body: Buffer): void => {
+        res.writeHead(status, { 'Content-Type': headers['content-type'] ?? 'application/octet-stream', 'Content-Length': String(body.length), ...(headers['docker-content-digest'] ? { 'Docker-Content-Digest': headers['docker-content-digest'] } : {}) });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      };
+      if (url.includes('/referrers/')) return send(404, {}, Buffer.from('{}'));
+      if (url.endsWith(`/blobs/${bombDigest}`)) {
+        bombServed++;
+        return send(200, {}, bomb);
+      }
+      const fallback = /\/manifests\/sha256-([0-9a-f]{64})$/.exec(url);
+      if (fallback && renamed.has(fallback[1]!)) {
+        void upstream(url.replace(fallback[1]!, renamed.get(fallback[1]!)!), accept).then((u) => send(u.status, u.headers, u.body));
+        return;
+      }
+      if (url.endsWith(`/manifests/v1`)) {
+        void upstream(url, accept).then((u) => {
+          const m = JSON.parse(u.body.toString()) as { layers: { mediaType: string; digest: string; size: number }[] };
+          for (const l of m.layers) if (l.mediaType.includes('index')) Object.assign(l, { digest: bombDigest, size: bomb.length });
+          const body = Buffer.from(JSON.stringify(m));
+          const hex = createHash('sha256').update(body).digest('hex');
+          renamed.set(hex, (u.headers['docker-content-digest'] ?? '').slice(7));
+          send(200, { ...u.headers, 'docker-content-digest': `sha256:${hex}` }, body);
+        });
+        return;
+      }
+      const up = request({ host: '127.0.0.1', port: reg.port, method: req.method, path: url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    const client = join(work, 'index-client');
+    const before = await snapshotStore(client);
+    try {
+      const r = await pullWithRss(['--store', client, 'pull', `docker://127.0.0.1:${(proxy.address() as { port: number }).port}/${fam.name}:v1`, '--trust', pub]);
+      assert.equal(renamed.size, 1, 'the rewritten manifest was served');
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr, /object index .*(bytes for \d+ objects|entries, but the signed image has \d+ objects|does not decompress)/);
+      assert.equal(bombServed, 0, 'refused by its declared size before any byte of it was fetched');
+      assert.ok(r.hwmKiB < RSS_CAP_KIB, `client peak RSS ${r.hwmKiB} KiB`);
+      assert.deepEqual(await snapshotStore(client), before);
+      console.log(`# index bomb through cfsdist pull: ${r.stderr.trim().split('\n').pop()}; client peak RSS ${(r.hwmKiB / 1024).toFixed(0)} MiB`);
+    } finally {
+      proxy.close();
+    }
+  } finally {
+    await reg.stop();
+  }
 });
