@@ -229,7 +229,10 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     const digests = unique(parseDigestList(await readBody(req, MAX_PACK_DIGESTS * 32, 'pack request'), MAX_PACK_DIGESTS));
     // What the response may cost is known before it starts: the sizes of the (distinct) objects.
     let bytes = 0;
-    for (const d of digests) bytes += statSync(store.objects.path(d), { throwIfNoEntry: false })?.size ?? 0;
+    for (let i = 0; i < digests.length; i++) {
+      bytes += statSync(store.objects.path(digests[i]!), { throwIfNoEntry: false })?.size ?? 0;
+      if (i % 1024 === 1023) await new Promise((r) => setImmediate(r));
+    }
     if (bytes > maxPack) throw new HttpStatusError(413, `pack request: ${digests.length} objects of ${bytes} bytes; a pack carries at most ${maxPack} bytes (ask for fewer)`);
     const enc = responseEncoding(req);
     const headers: Record<string, string> = { 'Content-Type': PACK_MEDIA_TYPE, 'Cache-Control': 'no-store' };
