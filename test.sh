@@ -12,10 +12,11 @@ export DEBIAN_FRONTEND=noninteractive
 # runtime `cfsdist run` starts · busybox-static: the run tests' image · file: its check ·
 # podman, uidmap: the run benchmark's reference · qemu-system-x86, keyutils, e2fsprogs, openssl,
 # xz-utils: the fs-verity VM tests (test/vm: qemu boots Debian's kernel package, which the
-# harness fetches with apt-get download into /var/cache/cfsdist-vm)
+# harness fetches with apt-get download into /var/cache/cfsdist-vm) · chromium: the web page's
+# end-to-end test (test/web-ui.test.ts, driven by playwright-core)
 PACKAGES=(erofs-utils fsverity fuse3 attr skopeo umoci docker-registry apache2-utils debootstrap zstd
   python3 perl ca-certificates util-linux diffutils runc busybox-static file podman uidmap
-  qemu-system-x86 keyutils e2fsprogs openssl xz-utils)
+  qemu-system-x86 keyutils e2fsprogs openssl xz-utils chromium)
 if [ "$(id -u)" = 0 ]; then
   missing=()
   for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

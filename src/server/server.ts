@@ -69,6 +69,8 @@ export interface ServerOptions {
   /** Most compressor processes (zstd) at once; beyond them responses are gzip (in process) and
    * zstd-encoded uploads are answered 503 (default: the number of CPUs, at least 2). */
   maxFilterProcesses?: number;
+  /** Serve the read-only web page at `/` and `/ui/…` (default on; src/server/ui). */
+  ui?: boolean;
 }
 
 /** Options of the listening socket (startServer). */
@@ -151,6 +153,8 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   const maxFilters = opts.maxFilterProcesses ?? Math.max(2, availableParallelism());
   /** Statement pushes in progress per NAME:TAG (one at a time: check and commit together). */
   const statementQueue = new Map<string, Promise<unknown>>();
+  /** The web page's handler, loaded on its first request. */
+  let uiHandler: Promise<(req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> | undefined;
 
   /** The response encoding: zstd only while a compressor process may be started. */
   const responseEncoding = (req: IncomingMessage): Encoding => {
@@ -501,6 +505,10 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
     }
     const m = req.method ?? 'GET';
     const isRead = m === 'GET' || m === 'HEAD';
+    if (opts.ui !== false && (url.pathname === '/' || url.pathname.startsWith('/ui/'))) {
+      uiHandler ??= import('./ui/routes.js').then((ui) => ui.makeUiHandler({ store, records }));
+      return (await uiHandler)(req, res, url);
+    }
     if (`/${parts[0]}` !== API) throw new HttpStatusError(404, `no such resource ${url.pathname}`);
     const [, kind, a, b] = parts;
     const digestOf = (h: string | undefined): Buffer => {

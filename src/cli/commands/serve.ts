@@ -35,8 +35,9 @@ export function register(program: Command): void {
     .option('--max-compressors <n>', 'most zstd processes at once; beyond them responses are gzip (default: CPUs, at least 2)')
     .option('--tls-cert <file>', 'serve HTTPS: certificate chain (PEM)')
     .option('--tls-key <file>', 'serve HTTPS: private key (PEM) of --tls-cert')
+    .option('--no-ui', 'do not serve the read-only web page at / (see README "The web page")')
     .option('--insecure', 'allow --token-file on plain HTTP on an address other than loopback (the token travels in clear)')
-    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string; headersTimeout?: string; requestTimeout?: string; maxConnections?: string; maxCompressors?: string; tlsCert?: string; tlsKey?: string; insecure?: boolean }, cmd: Command) => {
+    .action(async (opts: { listen?: string; tokenFile?: string; compress: string; trust: string[]; idleTimeout?: string; headersTimeout?: string; requestTimeout?: string; maxConnections?: string; maxCompressors?: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; ui: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const { host, port } = parseListen(opts.listen ?? DEFAULT_LISTEN);
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together');
@@ -90,6 +91,7 @@ export function register(program: Command): void {
         maxConnections,
         maxFilterProcesses: maxCompressors,
         tls,
+        ui: opts.ui,
         log: g.debug ? (l) => process.stderr.write(l + '\n') : undefined,
       });
       out(`listening on ${srv.url}`);

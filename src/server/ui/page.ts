@@ -1,0 +1,245 @@
+/**
+ * The web page's HTML, style sheet and script (vanilla, no build step). The script builds every
+ * piece of data into the DOM with textContent and attributes, never as markup: file names are
+ * arbitrary bytes. Views (by location.hash): `#images`, `#tree?image=HEX&path=P`,
+ * `#share?name=N&from=T&to=T`.
+ */
+
+/** The page at `/`. */
+export const PAGE_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cfsdist</title>
+<link rel="stylesheet" href="/ui/app.css">
+<script src="/ui/chart.js" defer></script>
+<script src="/ui/app.js" defer></script>
+</head>
+<body>
+<header><a href="#images" id="home">cfsdist</a> <span class="muted">read-only view of this server's store</span></header>
+<main id="main"><p class="muted">loading…</p></main>
+</body>
+</html>
+`;
+
+/** `/ui/app.css`. */
+export const APP_CSS = `
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #222; }
+header { background: #234; color: #fff; padding: 8px 16px; }
+header a { color: #fff; font-weight: bold; text-decoration: none; }
+main { padding: 12px 16px; }
+.muted { color: #888; }
+header .muted { color: #9ab; }
+table { border-collapse: collapse; margin: 8px 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, .mono { font-family: ui-monospace, monospace; font-size: 12px; }
+.crumbs a { margin: 0 2px; }
+.pager button { margin-right: 6px; }
+.error { color: #b00; }
+#chart-box { max-width: 720px; }
+`;
+
+/** `/ui/app.js`. */
+export const APP_JS = String.raw`'use strict';
+(function () {
+  var main = document.getElementById('main');
+  var PAGE = 500;
+
+  function el(tag, props) {
+    var e = document.createElement(tag);
+    if (props) for (var k in props) {
+      if (k === 'text') e.textContent = props[k];
+      else if (k === 'class') e.className = props[k];
+      else if (k === 'on') for (var ev in props.on) e.addEventListener(ev, props.on[ev]);
+      else e.setAttribute(k, props[k]);
+    }
+    for (var i = 2; i < arguments.length; i++) {
+      var c = arguments[i];
+      if (c === null || c === undefined) continue;
+      e.appendChild(typeof c === 'string' || typeof c === 'number' ? document.createTextNode(String(c)) : c);
+    }
+    return e;
+  }
+  function bytes(n) {
+    if (n === undefined || n === null) return '';
+    var u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    var i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? String(n) : n.toFixed(1)) + ' ' + u[i];
+  }
+  function short(hex) { return hex ? hex.slice(0, 12) + '…' : ''; }
+  function hashFor(view, params) {
+    var q = new URLSearchParams(params).toString();
+    return '#' + view + (q ? '?' + q : '');
+  }
+  function link(text, view, params) { return el('a', { href: hashFor(view, params), text: text }); }
+  function getJson(url) {
+    return fetch(url, { headers: { Accept: 'application/json' } }).then(function (r) {
+      return r.json().then(function (v) {
+        if (!r.ok) throw new Error(v && v.error ? v.error : 'HTTP ' + r.status);
+        return v;
+      });
+    });
+  }
+  function show(view, nodes) {
+    main.replaceChildren.apply(main, nodes);
+    document.body.setAttribute('data-view', view);
+  }
+  function fail(err) { show('error', [el('p', { class: 'error', text: String(err && err.message ? err.message : err) })]); }
+  function cell(text, cls) { return el('td', cls ? { class: cls, text: text } : { text: text }); }
+  function thead(cols) {
+    var tr = el('tr');
+    cols.forEach(function (c) { tr.appendChild(el('th', c.charAt(0) === '#' ? { class: 'num', text: c.slice(1) } : { text: c })); });
+    return el('thead', null, tr);
+  }
+
+  // ---- images
+  function viewImages() {
+    return getJson('/ui/api/images').then(function (v) {
+      var tb = el('tbody');
+      v.images.forEach(function (im) {
+        var st = im.statement;
+        tb.appendChild(el('tr', { 'data-ref': im.name + ':' + im.tag },
+          el('td', null, link(im.name + ':' + im.tag, 'tree', { image: im.image, path: '/' })),
+          el('td', { class: 'mono', title: im.image, text: short(im.image) }),
+          cell(st && st.version !== undefined ? String(st.version) : (st ? 'unreadable' : 'unsigned')),
+          el('td', { class: 'mono', text: st && st.keyids ? st.keyids.join(', ') : '' }),
+          cell(st && st.expires ? st.expires + (st.expired ? ' (expired)' : '') : ''),
+          cell(bytes(im.imageSize), 'num'),
+          cell(im.entries, 'num'),
+          cell(im.objects, 'num'),
+          cell(bytes(im.objectBytes), 'num'),
+          cell(im.history.join(' ')),
+          el('td', null, link('sharing', 'share', { name: im.name }))));
+      });
+      show('images', [el('h2', { text: 'Images' }),
+        el('table', { id: 'images' }, thead(['NAME:TAG', 'image', 'version', 'keyid', 'expires', '#image size', '#entries', '#objects', '#object bytes', 'history', '']), tb)]);
+    });
+  }
+
+  // ---- tree
+  function joinPath(dir, name) { return dir === '/' ? '/' + name : dir + '/' + name; }
+  function viewTree(p) {
+    var image = p.get('image') || '';
+    var path = p.get('path') || '/';
+    var offset = Number(p.get('offset') || 0);
+    var q = p.get('q') || '';
+    var t0 = performance.now();
+    var api = '/ui/api/tree?' + new URLSearchParams({ image: image, path: path, offset: String(offset), limit: String(PAGE), q: q }).toString();
+    return getJson(api).then(function (v) {
+      var crumbs = el('div', { class: 'crumbs' }, link('/', 'tree', { image: image, path: '/' }));
+      var acc = '';
+      path.split('/').filter(Boolean).forEach(function (c) {
+        acc += '/' + c;
+        crumbs.appendChild(link(c, 'tree', { image: image, path: acc }));
+        crumbs.appendChild(document.createTextNode('/'));
+      });
+      var search = el('input', { type: 'search', id: 'search', placeholder: 'search this directory', value: q });
+      search.addEventListener('keydown', function (e) {
+        if (e.key === 'Enter') location.hash = hashFor('tree', { image: image, path: path, q: search.value });
+      });
+      var frag = document.createDocumentFragment();
+      v.entries.forEach(function (e) {
+        var full = joinPath(path, e.name);
+        var nameCell = el('td', { class: 'name' });
+        if (e.type === 'dir') nameCell.appendChild(link(e.name + '/', 'tree', { image: image, path: full }));
+        else if (e.type === 'file') nameCell.appendChild(el('a', { href: '/ui/api/file?' + new URLSearchParams({ image: image, path: full }).toString(), download: '', text: e.name }));
+        else nameCell.appendChild(document.createTextNode(e.name));
+        if (e.target !== undefined) nameCell.appendChild(el('span', { class: 'muted', text: ' → ' + e.target }));
+        var xa = e.xattrs ? e.xattrs.map(function (x) { return x.key + '=' + (x.value !== undefined ? x.value : '0x' + x.valueHex); }).join('\n') : '';
+        frag.appendChild(el('tr', { 'data-name': e.name },
+          nameCell, cell(e.type), el('td', { class: 'mono', text: e.mode }), cell(e.uid + ':' + e.gid, 'num'), cell(e.type === 'dir' ? '' : bytes(e.size), 'num'),
+          cell(e.storage || ''), el('td', { class: 'mono', title: e.object || '', text: e.object ? short(e.object) : '' }),
+          el('td', { class: 'mono', title: xa, text: e.xattrs ? e.xattrs.length + ' xattr' : '' })));
+      });
+      var tbody = el('tbody');
+      tbody.appendChild(frag);
+      var pager = el('div', { class: 'pager' });
+      var last = Math.min(v.total, offset + v.entries.length);
+      if (offset > 0) pager.appendChild(el('button', { id: 'prev', text: '← previous', on: { click: function () { location.hash = hashFor('tree', { image: image, path: path, q: q, offset: String(Math.max(0, offset - PAGE)) }); } } }));
+      if (last < v.total) pager.appendChild(el('button', { id: 'next', text: 'next →', on: { click: function () { location.hash = hashFor('tree', { image: image, path: path, q: q, offset: String(offset + PAGE) }); } } }));
+      pager.appendChild(el('span', { id: 'range', text: (v.total === 0 ? 0 : offset + 1) + '–' + last + ' of ' + v.total + ' entries' }));
+      var table = el('table', { id: 'tree', 'data-path': path, 'data-total': String(v.total) },
+        thead(['name', 'type', 'mode', '#uid:gid', '#size', 'content', 'object', 'xattrs']), tbody);
+      show('tree', [el('h2', { class: 'mono', title: image, text: 'image ' + short(image) }), crumbs, el('p', null, search), pager, table]);
+      window.__lastRenderMs = performance.now() - t0;
+    });
+  }
+
+  // ---- sharing
+  var chart = null;
+  function viewShare(p) {
+    var name = p.get('name') || '';
+    var from = p.get('from') || '';
+    var to = p.get('to') || '';
+    var params = { name: name };
+    if (from && to) { params.from = from; params.to = to; }
+    return getJson('/ui/api/share?' + new URLSearchParams(params).toString()).then(function (v) {
+      var label = {};
+      v.images.forEach(function (im) { label[im.image] = im.tags.join(', '); });
+      var imgs = el('tbody');
+      v.images.forEach(function (im) {
+        imgs.appendChild(el('tr', null, cell(im.tags.join(', ')), el('td', { class: 'mono', title: im.image, text: short(im.image) }), cell(im.objects, 'num'), cell(bytes(im.objectBytes), 'num')));
+      });
+      var pairs = el('tbody');
+      v.pairs.forEach(function (pr) {
+        pairs.appendChild(el('tr', { 'data-pair': label[pr.a] + '|' + label[pr.b] }, cell(label[pr.a]), cell(label[pr.b]), cell(pr.sharedObjects, 'num'), cell(bytes(pr.sharedBytes), 'num')));
+      });
+      var tags = [];
+      v.images.forEach(function (im) { im.tags.forEach(function (t) { tags.push(t); }); });
+      function select(id, cur) {
+        var s = el('select', { id: id });
+        tags.forEach(function (t) { var o = el('option', { value: t, text: t }); if (t === cur) o.selected = true; s.appendChild(o); });
+        return s;
+      }
+      var sf = select('from', from || tags[0]);
+      var stt = select('to', to || tags[1] || tags[0]);
+      var go = el('button', { id: 'compare', text: 'compare', on: { click: function () { location.hash = hashFor('share', { name: name, from: sf.value, to: stt.value }); } } });
+      var nodes = [el('h2', { text: 'Sharing: ' + name }),
+        el('table', { id: 'share-images' }, thead(['tags', 'image', '#objects', '#object bytes']), imgs),
+        el('h3', { text: 'Objects shared by each pair' }),
+        el('table', { id: 'pairs' }, thead(['image', 'image', '#shared objects', '#shared bytes']), pairs),
+        el('h3', { text: 'What an update moves' }), el('p', null, 'from ', sf, ' to ', stt, ' ', go)];
+      if (v.update) {
+        var u = v.update;
+        nodes.push(el('table', { id: 'update', 'data-added': String(u.added), 'data-removed': String(u.removed) },
+          thead(['', '#objects', '#bytes']),
+          el('tbody', null,
+            el('tr', null, cell('added (fetched)'), cell(u.added, 'num'), cell(bytes(u.addedBytes), 'num')),
+            el('tr', null, cell('removed'), cell(u.removed, 'num'), cell(bytes(u.removedBytes), 'num')),
+            el('tr', null, cell('kept'), cell(u.kept, 'num'), cell(bytes(u.keptBytes), 'num')))));
+      }
+      var canvas = null;
+      if (window.Chart && v.images.length > 0) {
+        canvas = el('canvas', { id: 'chart' });
+        nodes.push(el('h3', { text: 'Bytes shared by each pair' }), el('div', { id: 'chart-box' }, canvas));
+      }
+      show('share', nodes);
+      if (canvas) {
+        if (chart) chart.destroy();
+        chart = new window.Chart(canvas, {
+          type: 'bar',
+          data: {
+            labels: v.pairs.map(function (pr) { return label[pr.a] + ' ↔ ' + label[pr.b]; }),
+            datasets: [{ label: 'shared MiB', data: v.pairs.map(function (pr) { return pr.sharedBytes / 1048576; }) }],
+          },
+          options: { animation: false, responsive: true },
+        });
+      }
+    });
+  }
+
+  function route() {
+    var h = location.hash.replace(/^#/, '');
+    var i = h.indexOf('?');
+    var view = i < 0 ? h : h.slice(0, i);
+    var p = new URLSearchParams(i < 0 ? '' : h.slice(i + 1));
+    var r = view === 'tree' ? viewTree(p) : view === 'share' ? viewShare(p) : viewImages();
+    r.catch(fail);
+  }
+  window.addEventListener('hashchange', route);
+  route();
+})();
+`;

@@ -1,0 +1,210 @@
+/**
+ * The web page of `cfsdist serve` in real headless Chromium (playwright-core): the image list,
+ * browsing /usr/bin (the same names as the image's dumpfile), the sharing view (objects an
+ * update from v1 to v2 adds: those of v2 not in v1), a hostile file name rendered as text, a
+ * directory of 10,000 entries paged and rendered in under a second; the JSON endpoints; and
+ * `--no-ui`. Screenshots go to dist/screenshots/.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { Store } from '../src/store/store.js';
+import { toHex } from '../src/verity/digest.js';
+import { REPO } from './helpers.js';
+import { addDirectoryImage, bytesFor, bytesOf, cleanup, makeImageFamily, makeKey, newObjects, runCli, signTag, startServe } from './pull-fixtures.js';
+import type { FamilyMember, ImageFamily, ServeProcess } from './pull-fixtures.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const HOSTILE = '<img src=x onerror=window.__pwned=1>';
+const BIG = 10_000;
+const SHOTS = join(REPO, 'dist', 'screenshots');
+
+let tmp = '';
+let storeDir = '';
+let family: ImageFamily;
+let tree: FamilyMember;
+let serve: ServeProcess;
+let browser: Browser | undefined;
+let page: Page;
+
+before(async () => {
+  tmp = mkdtempSync(join(tmpdir(), 'cfsdist-web-'));
+  storeDir = join(tmp, 'store');
+  family = await makeImageFamily(storeDir, { files: 60 });
+  const key = await makeKey(join(tmp, 'keys'));
+  await signTag(storeDir, family.name, 'v1', key.key);
+  await signTag(storeDir, family.name, 'v2', key.key);
+  const src = join(tmp, 'src');
+  mkdirSync(join(src, 'usr', 'bin'), { recursive: true });
+  writeFileSync(join(src, 'usr', 'bin', 'hello'), '#!/bin/sh\necho hello\n');
+  writeFileSync(join(src, 'usr', 'bin', 'tool'), bytesFor('web', 'tool', 20_000));
+  writeFileSync(join(src, 'usr', 'bin', HOSTILE), 'hostile\n');
+  symlinkSync('tool', join(src, 'usr', 'bin', 'tool-link'));
+  mkdirSync(join(src, 'big'));
+  for (let i = 0; i < BIG; i++) writeFileSync(join(src, 'big', `entry-${String(i).padStart(5, '0')}`), '');
+  tree = await addDirectoryImage(await Store.open(storeDir), src, 'test/tree', 'latest');
+  serve = await startServe(storeDir);
+  if (existsSync(CHROMIUM)) {
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    mkdirSync(SHOTS, { recursive: true });
+  }
+});
+
+after(async () => {
+  await browser?.close();
+  await serve?.stop();
+  cleanup(tmp, family?.root ?? '');
+});
+
+/** GET a JSON endpoint of the running server. */
+async function api<T>(path: string): Promise<T> {
+  const r = await fetch(serve.url + path);
+  assert.equal(r.status, 200, `${path}: ${await r.clone().text()}`);
+  return (await r.json()) as T;
+}
+
+/** Skip when there is no browser (test.sh installs chromium, so CI runs these). */
+function needBrowser(t: { skip(msg: string): void }): boolean {
+  if (browser) return true;
+  t.skip(`no ${CHROMIUM} (apt-get install chromium)`);
+  return false;
+}
+
+interface ImagesReply {
+  images: { name: string; tag: string; image: string; statement?: { version: number; keyids: string[]; expires: string }; objects: number; objectBytes: number; entries: number; imageSize: number; history: number[] }[];
+}
+
+test('the JSON endpoints: images with statement facts, a directory page, a file, an update', async () => {
+  const v = await api<ImagesReply>('/ui/api/images');
+  const refs = v.images.map((i) => `${i.name}:${i.tag}`).sort();
+  assert.deepEqual(refs, ['test/app:v1', 'test/app:v2', 'test/tree:latest']);
+  const v2 = v.images.find((i) => i.tag === 'v2')!;
+  assert.equal(v2.image, toHex(family.v2.image));
+  assert.equal(v2.objects, family.v2.objects.length);
+  assert.equal(v2.objectBytes, bytesOf(family.v2.objects));
+  assert.equal(v2.imageSize, family.v2.imageSize);
+  assert.equal(v2.statement?.version, 1);
+  assert.equal(v2.statement?.keyids.length, 1);
+  assert.deepEqual(v2.history, [1]);
+  assert.equal(v.images.find((i) => i.name === 'test/tree')!.statement, undefined);
+  const text = JSON.stringify(v);
+  assert.ok(!text.includes(storeDir) && !text.includes(tmp), 'no store path in the JSON');
+
+  const hex = toHex(tree.image);
+  const page0 = await api<{ total: number; entries: { name: string }[] }>(`/ui/api/tree?image=${hex}&path=/big&offset=0&limit=1000`);
+  assert.equal(page0.total, BIG);
+  assert.equal(page0.entries.length, 1000);
+  assert.equal(page0.entries[999]!.name, 'entry-00999');
+  assert.equal((await fetch(`${serve.url}/ui/api/tree?image=${hex}&path=/big&limit=1001`)).status, 400);
+  const found = await api<{ total: number }>(`/ui/api/tree?image=${hex}&path=/big&q=entry-0999`);
+  assert.equal(found.total, 10);
+  const bin = await api<{ entries: { name: string; storage?: string; object?: string; target?: string }[] }>(`/ui/api/tree?image=${hex}&path=/usr/bin`);
+  assert.equal(bin.entries.find((e) => e.name === 'tool')!.storage, 'object');
+  assert.match(bin.entries.find((e) => e.name === 'tool')!.object ?? '', /^[0-9a-f]{64}$/);
+  assert.equal(bin.entries.find((e) => e.name === 'hello')!.storage, 'inline');
+  assert.equal(bin.entries.find((e) => e.name === 'tool-link')!.target, 'tool');
+
+  const inline = await fetch(`${serve.url}/ui/api/file?image=${hex}&path=/usr/bin/hello`);
+  assert.equal(await inline.text(), '#!/bin/sh\necho hello\n');
+  const obj = Buffer.from(await (await fetch(`${serve.url}/ui/api/file?image=${hex}&path=/usr/bin/tool`)).arrayBuffer());
+  assert.ok(obj.equals(bytesFor('web', 'tool', 20_000)));
+
+  const share = await api<{ update: { added: number; addedBytes: number; removed: number } }>('/ui/api/share?name=test/app&from=v1&to=v2');
+  assert.equal(share.update.added, newObjects(family.v1, family.v2).length);
+  assert.equal(share.update.addedBytes, bytesOf(newObjects(family.v1, family.v2)));
+  assert.equal(share.update.removed, newObjects(family.v2, family.v1).length);
+});
+
+test('the image list shows every tagged image', async (t) => {
+  if (!needBrowser(t)) return;
+  await page.goto(serve.url + '/');
+  await page.waitForSelector('#images tbody tr');
+  const refs = await page.$$eval('#images tbody tr', (rows) => rows.map((r) => r.getAttribute('data-ref')));
+  assert.deepEqual(refs.sort(), ['test/app:v1', 'test/app:v2', 'test/tree:latest']);
+  const html = await page.content();
+  assert.ok(!html.includes(storeDir), 'no store path in the page');
+  await page.screenshot({ path: join(SHOTS, 'images.png'), fullPage: true });
+});
+
+test('browsing /usr/bin lists the names of the image dumpfile; a hostile name renders as text', async (t) => {
+  if (!needBrowser(t)) return;
+  const hex = toHex(tree.image);
+  await page.goto(`${serve.url}/#tree?image=${hex}&path=%2Fusr%2Fbin`);
+  await page.waitForSelector('#tree[data-path="/usr/bin"] tbody tr');
+  const shown = await page.$$eval('#tree tbody tr', (rows) => rows.map((r) => r.getAttribute('data-name')));
+  const dump = await runCli(['--store', storeDir, 'info', 'dump', hex]);
+  assert.equal(dump.code, 0, dump.stderr);
+  const names = dump.stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((p) => p.startsWith('/usr/bin/'))
+    .map((p) => p.slice('/usr/bin/'.length));
+  // The dumpfile escapes bytes outside printable ASCII, and '=' is fine: the hostile name has
+  // spaces (\x20), so compare with its escaped form.
+  const unescape = (s: string) => s.replace(/\\x([0-9a-f]{2})/gi, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+  assert.deepEqual([...shown].sort(), names.map(unescape).sort());
+  assert.ok(shown.includes(HOSTILE));
+  const texts = await page.$$eval('#tree tbody td.name', (cells) => cells.map((c) => c.textContent));
+  assert.ok(texts.includes(HOSTILE), 'the name is shown as text');
+  assert.equal(await page.$$eval('#tree img', (imgs) => imgs.length), 0, 'no element made from a name');
+  assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined);
+  await page.screenshot({ path: join(SHOTS, 'tree.png'), fullPage: true });
+});
+
+test('a directory of 10,000 entries shows its first page in under a second', async (t) => {
+  if (!needBrowser(t)) return;
+  const hex = toHex(tree.image);
+  await page.goto(`${serve.url}/#tree?image=${hex}&path=%2F`);
+  await page.waitForSelector('#tree[data-path="/"]');
+  const ms = await page.evaluate(async (h) => {
+    const t0 = performance.now();
+    location.hash = `#tree?image=${h}&path=%2Fbig`;
+    await new Promise<void>((resolve) => {
+      const check = (): void => (document.querySelector('#tree[data-path="/big"] tbody tr') ? resolve() : void requestAnimationFrame(check));
+      check();
+    });
+    return performance.now() - t0;
+  }, hex);
+  process.stdout.write(`# web-ui: first page of /big (${BIG} entries) rendered in ${ms.toFixed(1)} ms\n`);
+  assert.ok(ms < 1000, `rendered in ${ms} ms`);
+  assert.equal(await page.$$eval('#tree tbody tr', (r) => r.length), 500);
+  assert.equal(await page.textContent('#range'), `1–500 of ${BIG} entries`);
+  await page.click('#next');
+  await page.waitForFunction(() => document.querySelector('#range')?.textContent?.startsWith('501–'));
+  assert.equal(await page.getAttribute('#tree tbody tr:first-child', 'data-name'), 'entry-00500');
+  await page.fill('#search', 'entry-0999');
+  await page.press('#search', 'Enter');
+  await page.waitForFunction(() => document.querySelector('#tree')?.getAttribute('data-total') === '10');
+  await page.screenshot({ path: join(SHOTS, 'tree-big.png') });
+});
+
+test('the sharing view shows what an update from v1 to v2 moves', async (t) => {
+  if (!needBrowser(t)) return;
+  await page.goto(`${serve.url}/#share?name=test%2Fapp&from=v1&to=v2`);
+  await page.waitForSelector('#update');
+  const added = newObjects(family.v1, family.v2).length;
+  const removed = newObjects(family.v2, family.v1).length;
+  assert.equal(await page.getAttribute('#update', 'data-added'), String(added));
+  assert.equal(await page.getAttribute('#update', 'data-removed'), String(removed));
+  const shared = family.v1.objects.length - removed;
+  const pairText = await page.textContent('#pairs tbody tr');
+  assert.ok(pairText?.includes(String(shared)), `${pairText} shows ${shared} shared objects`);
+  await page.waitForSelector('#chart');
+  await page.screenshot({ path: join(SHOTS, 'share.png'), fullPage: true });
+});
+
+test('--no-ui serves no page', async () => {
+  const s = await startServe(storeDir, ['--no-ui']);
+  try {
+    assert.equal((await fetch(s.url + '/')).status, 404);
+    assert.equal((await fetch(s.url + '/ui/api/images')).status, 404);
+    assert.equal((await fetch(s.url + '/v1/tags')).status, 200);
+  } finally {
+    await s.stop();
+  }
+});
