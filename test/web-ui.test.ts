@@ -20,6 +20,8 @@ import type { FamilyMember, ImageFamily, ServeProcess } from './pull-fixtures.js
 const CHROMIUM = '/usr/bin/chromium';
 const HOSTILE = '<img src=x onerror=window.__pwned=1>';
 const BIG = 10_000;
+/** A directory name that is not UTF-8 (latin-1 "café"). */
+const LATIN1_NAME = Buffer.from('636166e9', 'hex');
 const SHOTS = join(REPO, 'dist', 'screenshots');
 
 let tmp = '';
@@ -43,6 +45,9 @@ before(async () => {
   writeFileSync(join(src, 'usr', 'bin', 'tool'), bytesFor('web', 'tool', 20_000));
   writeFileSync(join(src, 'usr', 'bin', HOSTILE), 'hostile\n');
   symlinkSync('tool', join(src, 'usr', 'bin', 'tool-link'));
+  const latin1Dir = Buffer.concat([Buffer.from(src + '/'), LATIN1_NAME]);
+  mkdirSync(latin1Dir);
+  writeFileSync(Buffer.concat([latin1Dir, Buffer.from('/inside')]), 'in a directory whose name is not UTF-8\n');
   mkdirSync(join(src, 'big'));
   for (let i = 0; i < BIG; i++) writeFileSync(join(src, 'big', `entry-${String(i).padStart(5, '0')}`), '');
   tree = await addDirectoryImage(await Store.open(storeDir), src, 'test/tree', 'latest');
@@ -154,6 +159,21 @@ test('browsing /usr/bin lists the names of the image dumpfile; a hostile name re
   assert.equal(await page.$$eval('#tree img', (imgs) => imgs.length), 0, 'no element made from a name');
   assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined);
   await page.screenshot({ path: join(SHOTS, 'tree.png'), fullPage: true });
+});
+
+test('a directory whose name is not UTF-8 is browsed by its bytes', async (t) => {
+  if (!needBrowser(t)) return;
+  const hex = toHex(tree.image);
+  await page.goto(`${serve.url}/#tree?image=${hex}&path=%2F`);
+  await page.waitForSelector('#tree[data-path="/"] tbody tr');
+  const row = await page.$$eval('#tree tbody tr', (rows) => rows.map((r) => r.getAttribute('data-name')).find((n) => n !== null && n.startsWith('caf')));
+  assert.equal(row, 'caf\ufffd');
+  await page.click(`#tree tbody tr[data-name="caf\ufffd"] a`);
+  await page.waitForSelector('#tree tbody tr[data-name="inside"]');
+  assert.match(page.url(), new RegExp(`hexpath=2f${LATIN1_NAME.toString('hex')}`));
+  const href = await page.getAttribute('#tree tbody tr[data-name="inside"] a', 'href');
+  const body = await (await fetch(new URL(href!, serve.url))).text();
+  assert.equal(body, 'in a directory whose name is not UTF-8\n');
 });
 
 test('a directory of 10,000 entries shows its first page in under a second', async (t) => {

@@ -121,31 +121,60 @@ export const APP_JS = String.raw`'use strict';
 
   // ---- tree
   function joinPath(dir, name) { return dir === '/' ? '/' + name : dir + '/' + name; }
+  function hexOf(text) {
+    return Array.prototype.map.call(new TextEncoder().encode(text), function (b) { return (b < 16 ? '0' : '') + b.toString(16); }).join('');
+  }
+  // Where an entry lives: by UTF-8 path, or by exact bytes (hexpath) once a name is not UTF-8.
+  function childParams(image, v, byHex, e) {
+    if (!byHex && e.nameHex === undefined) return { image: image, path: joinPath(v.path, e.name) };
+    var dir = v.pathHex === '2f' || v.pathHex === '' ? '' : v.pathHex;
+    return { image: image, hexpath: dir + '2f' + (e.nameHex !== undefined ? e.nameHex : hexOf(e.name)) };
+  }
   function viewTree(p) {
     var image = p.get('image') || '';
+    var byHex = p.has('hexpath');
     var path = p.get('path') || '/';
+    var where = byHex ? { hexpath: p.get('hexpath') || '' } : { path: path };
     var offset = Number(p.get('offset') || 0);
     var q = p.get('q') || '';
     var t0 = performance.now();
-    var api = '/ui/api/tree?' + new URLSearchParams({ image: image, path: path, offset: String(offset), limit: String(PAGE), q: q }).toString();
+    var api = '/ui/api/tree?' + new URLSearchParams(Object.assign({ image: image, offset: String(offset), limit: String(PAGE), q: q }, where)).toString();
     return getJson(api).then(function (v) {
+      path = v.path;
+      function here(extra) { return Object.assign({ image: image }, where, extra); }
       var crumbs = el('div', { class: 'crumbs' }, link('/', 'tree', { image: image, path: '/' }));
       var acc = '';
-      path.split('/').filter(Boolean).forEach(function (c) {
-        acc += '/' + c;
-        crumbs.appendChild(link(c, 'tree', { image: image, path: acc }));
-        crumbs.appendChild(document.createTextNode('/'));
-      });
+      if (byHex) {
+        // Components by bytes: split the hex path at 2f bytes (pairs, not substrings).
+        var pairs = v.pathHex.match(/../g) || [];
+        var comps = [];
+        var cur = '';
+        pairs.forEach(function (b) { if (b === '2f') { if (cur) comps.push(cur); cur = ''; } else cur += b; });
+        if (cur) comps.push(cur);
+        var labels = path.split('/').filter(Boolean);
+        var accHex = '';
+        comps.forEach(function (c, i) {
+          accHex += '2f' + c;
+          crumbs.appendChild(link(labels[i] !== undefined ? labels[i] : '?', 'tree', { image: image, hexpath: accHex }));
+          crumbs.appendChild(document.createTextNode('/'));
+        });
+      } else {
+        path.split('/').filter(Boolean).forEach(function (c) {
+          acc += '/' + c;
+          crumbs.appendChild(link(c, 'tree', { image: image, path: acc }));
+          crumbs.appendChild(document.createTextNode('/'));
+        });
+      }
       var search = el('input', { type: 'search', id: 'search', placeholder: 'search this directory', value: q });
       search.addEventListener('keydown', function (e) {
-        if (e.key === 'Enter') location.hash = hashFor('tree', { image: image, path: path, q: search.value });
+        if (e.key === 'Enter') location.hash = hashFor('tree', here({ q: search.value }));
       });
       var frag = document.createDocumentFragment();
       v.entries.forEach(function (e) {
-        var full = joinPath(path, e.name);
+        var child = childParams(image, v, byHex, e);
         var nameCell = el('td', { class: 'name' });
-        if (e.type === 'dir') nameCell.appendChild(link(e.name + '/', 'tree', { image: image, path: full }));
-        else if (e.type === 'file') nameCell.appendChild(el('a', { href: '/ui/api/file?' + new URLSearchParams({ image: image, path: full }).toString(), download: '', text: e.name }));
+        if (e.type === 'dir') nameCell.appendChild(link(e.name + '/', 'tree', child));
+        else if (e.type === 'file') nameCell.appendChild(el('a', { href: '/ui/api/file?' + new URLSearchParams(child).toString(), download: '', text: e.name }));
         else nameCell.appendChild(document.createTextNode(e.name));
         if (e.target !== undefined) nameCell.appendChild(el('span', { class: 'muted', text: ' → ' + e.target }));
         var xa = e.xattrs ? e.xattrs.map(function (x) { return x.key + '=' + (x.value !== undefined ? x.value : '0x' + x.valueHex); }).join('\n') : '';
@@ -158,8 +187,8 @@ export const APP_JS = String.raw`'use strict';
       tbody.appendChild(frag);
       var pager = el('div', { class: 'pager' });
       var last = Math.min(v.total, offset + v.entries.length);
-      if (offset > 0) pager.appendChild(el('button', { id: 'prev', text: '← previous', on: { click: function () { location.hash = hashFor('tree', { image: image, path: path, q: q, offset: String(Math.max(0, offset - PAGE)) }); } } }));
-      if (last < v.total) pager.appendChild(el('button', { id: 'next', text: 'next →', on: { click: function () { location.hash = hashFor('tree', { image: image, path: path, q: q, offset: String(offset + PAGE) }); } } }));
+      if (offset > 0) pager.appendChild(el('button', { id: 'prev', text: '← previous', on: { click: function () { location.hash = hashFor('tree', here({ q: q, offset: String(Math.max(0, offset - PAGE)) })); } } }));
+      if (last < v.total) pager.appendChild(el('button', { id: 'next', text: 'next →', on: { click: function () { location.hash = hashFor('tree', here({ q: q, offset: String(offset + PAGE) })); } } }));
       pager.appendChild(el('span', { id: 'range', text: (v.total === 0 ? 0 : offset + 1) + '–' + last + ' of ' + v.total + ' entries' }));
       var table = el('table', { id: 'tree', 'data-path': path, 'data-total': String(v.total) },
         thead(['name', 'type', 'mode', '#uid:gid', '#size', 'content', 'object', 'xattrs']), tbody);

@@ -249,7 +249,7 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
         if (st.xattrs.length > 0) row.xattrs = st.xattrs.map((x) => ({ key: nameFields(x.key).name, ...valueFields(x.value) }));
         return row;
       });
-      json(res, { image: toHex(d), path: nameFields(path).name, total: all.length, offset, limit, entries: page });
+      json(res, { image: toHex(d), path: nameFields(path).name, pathHex: path.toString('hex'), total: all.length, offset, limit, entries: page });
     } finally {
       img.close();
     }
