@@ -287,7 +287,13 @@ test('without --remote a missing object fails with EIO while the tree lists fine
     assert.equal(spawnSync('ls', ['-lR', mp], { stdio: 'ignore' }).status, 0);
     assert.equal(readErrno(join(mp, 'usr/bin/ls')), 'EIO');
     assert.equal(readFileSync(join(mp, 'opt/app/small.txt'), 'utf8'), 'ten bytes\n', 'inline content needs no object');
-    assert.match(readFileSync(logPath(mp), 'utf8'), /is not in .*objects/);
+    // The daemon's log is written by its main thread after the reply went to the kernel: wait for it.
+    let log = '';
+    for (let i = 0; i < 200 && !/is not in .*objects/.test(log); i++) {
+      log = readFileSync(logPath(mp), 'utf8');
+      if (!/is not in .*objects/.test(log)) spawnSync('sleep', ['0.01']);
+    }
+    assert.match(log, /is not in .*objects/);
   } finally {
     umount(mp);
   }
