@@ -3,7 +3,9 @@
  * browsing /usr/bin (the same names as the image's dumpfile), the sharing view (objects an
  * update from v1 to v2 adds: those of v2 not in v1), a hostile file name rendered as text, a
  * directory of 10,000 entries paged and rendered in under a second; the JSON endpoints; and
- * `--no-ui`. Screenshots go to dist/screenshots/.
+ * `--no-ui`; the pull plan (equal to `cfsdist pull --dry-run --json` into a store holding the
+ * other image, delta included), the update's delta, an image's OCI config, and the expiry
+ * warning. Screenshots go to dist/screenshots/.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,7 +26,11 @@ const BIG = 10_000;
 const LATIN1_NAME = Buffer.from('636166e9', 'hex');
 const SHOTS = join(REPO, 'dist', 'screenshots');
 
+/** The OCI config of test/tree:latest (a hostile label value among them). */
+const CONFIG = { Entrypoint: ['/usr/bin/hello'], Cmd: ['--greet', 'world'], Env: ['PATH=/usr/bin', 'LANG=C.UTF-8'], User: '1000:1000', WorkingDir: '/srv', Labels: { 'org.example.note': HOSTILE } };
+
 let tmp = '';
+let key: { key: string; pub: string; keyid: string };
 let storeDir = '';
 let family: ImageFamily;
 let tree: FamilyMember;
@@ -36,9 +42,11 @@ before(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'cfsdist-web-'));
   storeDir = join(tmp, 'store');
   family = await makeImageFamily(storeDir, { files: 60 });
-  const key = await makeKey(join(tmp, 'keys'));
-  await signTag(storeDir, family.name, 'v1', key.key);
-  await signTag(storeDir, family.name, 'v2', key.key);
+  key = await makeKey(join(tmp, 'keys'));
+  // v1 expires within the warning's 7 days; signing v2 makes the delta v1 → v2.
+  await signTag(storeDir, family.name, 'v1', key.key, { expiresIn: 3 * 24 * 3600 });
+  const signed2 = await signTag(storeDir, family.name, 'v2', key.key);
+  assert.equal(signed2.deltas.length, 1, 'signing v2 made a delta from v1');
   const src = join(tmp, 'src');
   mkdirSync(join(src, 'usr', 'bin'), { recursive: true });
   writeFileSync(join(src, 'usr', 'bin', 'hello'), '#!/bin/sh\necho hello\n');
@@ -50,7 +58,10 @@ before(async () => {
   writeFileSync(Buffer.concat([latin1Dir, Buffer.from('/inside')]), 'in a directory whose name is not UTF-8\n');
   mkdirSync(join(src, 'big'));
   for (let i = 0; i < BIG; i++) writeFileSync(join(src, 'big', `entry-${String(i).padStart(5, '0')}`), '');
-  tree = await addDirectoryImage(await Store.open(storeDir), src, 'test/tree', 'latest');
+  const st = await Store.open(storeDir);
+  tree = await addDirectoryImage(st, src, 'test/tree', 'latest');
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: CONFIG }));
+  await st.setTag('test/tree', 'latest', tree.image, { ...(await st.getTagRecord('test/tree', 'latest'))!.meta, config: await st.addConfig(config) });
   serve = await startServe(storeDir);
   if (existsSync(CHROMIUM)) {
     const { chromium } = await import('playwright-core');
@@ -216,6 +227,144 @@ test('the sharing view shows what an update from v1 to v2 moves', async (t) => {
   assert.ok(pairText?.includes(String(shared)), `${pairText} shows ${shared} shared objects`);
   await page.waitForSelector('#chart');
   await page.screenshot({ path: join(SHOTS, 'share.png'), fullPage: true });
+});
+
+interface PlanReply {
+  have: string;
+  want: string;
+  needed: { count: number; bytes: number };
+  present: { count: number; bytes: number };
+  fetch: { count: number; bytes: number };
+  imageBytes: number;
+  delta: { base: string; kind: string; bytes: number; imageBytes: number; treeBytes?: number; zpatchBytes?: number } | null;
+}
+
+test('the pull plan equals cfsdist pull --dry-run --json, delta included', async (t) => {
+  const client = join(tmp, 'client');
+  const ref = (tag: string): string => `${serve.url}/${family.name}:${tag}`;
+  const got = await runCli(['pull', ref('v1'), '--store', client, '--trust', key.pub, '--json']);
+  assert.equal(got.code, 0, got.stderr);
+  const dry = await runCli(['pull', ref('v2'), '--store', client, '--trust', key.pub, '--dry-run', '--json']);
+  assert.equal(dry.code, 0, dry.stderr);
+  const cli = JSON.parse(dry.stdout) as { plan: { fetch: { count: number; bytes: number }; present: { count: number; bytes: number }; needed: { count: number; bytes: number }; imageBytes: number }; delta?: { kind: string; bytes: number; base: string } };
+  const v1 = toHex(family.v1.image);
+  const v2 = toHex(family.v2.image);
+  const plan = await api<PlanReply>(`/ui/api/plan?have=${v1}&want=${v2}`);
+  assert.deepEqual(plan.fetch, cli.plan.fetch);
+  assert.deepEqual(plan.present, cli.plan.present);
+  assert.deepEqual(plan.needed, cli.plan.needed);
+  assert.equal(plan.imageBytes, cli.plan.imageBytes);
+  assert.ok(cli.delta, 'the dry run takes a delta');
+  assert.ok(plan.delta, 'the plan names a delta');
+  assert.deepEqual({ base: plan.delta.base, kind: plan.delta.kind, bytes: plan.delta.bytes }, { base: cli.delta.base, kind: cli.delta.kind, bytes: cli.delta.bytes });
+  assert.ok(plan.delta.bytes < plan.imageBytes, `delta ${plan.delta.bytes} < image ${plan.imageBytes}`);
+  assert.equal(plan.fetch.count, newObjects(family.v1, family.v2).length);
+
+  // From nothing: everything, and the full image.
+  const dry0 = await runCli(['pull', ref('v2'), '--store', join(tmp, 'no-store'), '--trust', key.pub, '--dry-run', '--json']);
+  assert.equal(dry0.code, 0, dry0.stderr);
+  const cli0 = JSON.parse(dry0.stdout) as { plan: { fetch: unknown; present: unknown; imageBytes: number }; delta?: unknown };
+  const plan0 = await api<PlanReply>(`/ui/api/plan?have=none&want=${v2}`);
+  assert.deepEqual(plan0.fetch, cli0.plan.fetch);
+  assert.deepEqual(plan0.present, cli0.plan.present);
+  assert.equal(plan0.imageBytes, cli0.plan.imageBytes);
+  assert.equal(plan0.delta, null);
+  assert.equal(cli0.delta, undefined);
+  assert.equal((await fetch(`${serve.url}/ui/api/plan?have=zz&want=${v2}`)).status, 400);
+
+  if (!needBrowser(t)) return;
+  await page.goto(`${serve.url}/#plan?have=${v1}&want=${v2}`);
+  await page.waitForSelector('#plan');
+  assert.equal(await page.getAttribute('#plan', 'data-fetch'), `${cli.plan.fetch.count}:${cli.plan.fetch.bytes}`);
+  assert.equal(await page.getAttribute('#plan', 'data-present'), `${cli.plan.present.count}:${cli.plan.present.bytes}`);
+  assert.equal(await page.getAttribute('#metadata', 'data-delta'), `${cli.delta.kind}:${cli.delta.bytes}`);
+  await page.screenshot({ path: join(SHOTS, 'plan.png'), fullPage: true });
+  // The selects make the same plan.
+  await page.goto(`${serve.url}/#plan`);
+  await page.waitForSelector('#want');
+  await page.selectOption('#have', 'none');
+  await page.selectOption('#want', v2);
+  await page.click('#plan-go');
+  await page.waitForSelector('#plan');
+  assert.equal(await page.getAttribute('#plan', 'data-fetch'), `${family.v2.objects.length}:${bytesOf(family.v2.objects)}`);
+  assert.equal(await page.getAttribute('#metadata', 'data-delta'), 'none');
+});
+
+test('the update view shows the delta against the full image', async (t) => {
+  const share = await api<{ update: { imageBytes: number; delta: { kind: string; bytes: number; treeBytes?: number } | null } }>('/ui/api/share?name=test/app&from=v1&to=v2');
+  assert.equal(share.update.imageBytes, family.v2.imageSize);
+  assert.ok(share.update.delta && share.update.delta.bytes > 0 && share.update.delta.treeBytes! > 0);
+  // Signing v1 (while v2 was tagged) made v2 → v1 too; an image of another name has none.
+  const back = await api<{ update: { delta: unknown } }>('/ui/api/share?name=test/app&from=v2&to=v1');
+  assert.ok(back.update.delta);
+  assert.equal((await api<PlanReply>(`/ui/api/plan?have=${toHex(tree.image)}&want=${toHex(family.v2.image)}`)).delta, null);
+  if (!needBrowser(t)) return;
+  await page.goto(`${serve.url}/#share?name=test%2Fapp&from=v1&to=v2`);
+  await page.waitForSelector('#metadata');
+  assert.equal(await page.getAttribute('#metadata', 'data-delta'), `${share.update.delta.kind}:${share.update.delta.bytes}`);
+  assert.equal(await page.getAttribute('#metadata', 'data-image-bytes'), String(family.v2.imageSize));
+});
+
+test('an image with an OCI config shows it', async (t) => {
+  const v = await api<{ configs: { name: string; tag: string; entrypoint: string[]; cmd: string[]; env: string[]; user: string; workingDir: string; labels: Record<string, string>; os: string }[] }>(`/ui/api/config?image=${toHex(tree.image)}`);
+  assert.equal(v.configs.length, 1);
+  const c = v.configs[0]!;
+  assert.deepEqual([c.name, c.tag, c.os], ['test/tree', 'latest', 'linux']);
+  assert.deepEqual(c.entrypoint, CONFIG.Entrypoint);
+  assert.deepEqual(c.cmd, CONFIG.Cmd);
+  assert.deepEqual(c.env, CONFIG.Env);
+  assert.equal(c.user, CONFIG.User);
+  assert.equal(c.workingDir, CONFIG.WorkingDir);
+  assert.deepEqual(c.labels, CONFIG.Labels);
+  assert.deepEqual((await api<{ configs: unknown[] }>(`/ui/api/config?image=${toHex(family.v1.image)}`)).configs, []);
+  const images = await api<{ images: { name: string; config?: string }[] }>('/ui/api/images');
+  assert.match(images.images.find((i) => i.name === 'test/tree')!.config ?? '', /^sha256:[0-9a-f]{64}$/);
+  if (!needBrowser(t)) return;
+  await page.goto(`${serve.url}/#tree?image=${toHex(tree.image)}&path=%2F`);
+  await page.waitForSelector('#config dl');
+  assert.equal(await page.textContent('#config dd[data-key="Entrypoint"]'), JSON.stringify(CONFIG.Entrypoint));
+  assert.equal(await page.textContent('#config dd[data-key="WorkingDir"]'), '/srv');
+  assert.equal(await page.textContent('#config dd[data-key="Env"]'), CONFIG.Env.join('\n'));
+  assert.equal(await page.textContent('#config dd[data-key="Labels"]'), `org.example.note=${HOSTILE}`);
+  assert.equal(await page.$$eval('#config img', (imgs) => imgs.length), 0);
+  assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined);
+  await page.screenshot({ path: join(SHOTS, 'config.png'), fullPage: true });
+});
+
+test('statements expiring within 7 days are marked in the image list', async (t) => {
+  const v = await api<{ images: { tag: string; statement?: { expired: boolean; expiresSoon: boolean } }[] }>('/ui/api/images');
+  assert.equal(v.images.find((i) => i.tag === 'v1')!.statement?.expiresSoon, true);
+  assert.equal(v.images.find((i) => i.tag === 'v2')!.statement?.expiresSoon, false);
+  if (!needBrowser(t)) return;
+  await page.goto(serve.url + '/#images');
+  await page.waitForSelector('#images tbody tr');
+  assert.equal(await page.getAttribute('#images tr[data-ref="test/app:v1"]', 'data-expiry'), 'soon');
+  assert.equal(await page.getAttribute('#images tr[data-ref="test/app:v2"]', 'data-expiry'), 'ok');
+  assert.equal(await page.getAttribute('#images tr[data-ref="test/tree:latest"]', 'data-expiry'), '');
+  assert.equal(await page.textContent('#images tr[data-ref="test/app:v1"] .expiring'), 'expires within 7 days');
+});
+
+test('an expired statement is marked in the image list', async (t) => {
+  const dir = join(tmp, 'expired');
+  const fam = await makeImageFamily(join(dir, 'store'), { name: 'test/old', files: 4, large: [] });
+  const now = Math.floor(Date.now() / 1000);
+  await signTag(fam.storeDir, fam.name, 'v1', key.key, { now: now - 10 * 24 * 3600, expiresIn: 24 * 3600, deltas: 0 });
+  const s = await startServe(fam.storeDir);
+  try {
+    const v = await (await fetch(s.url + '/ui/api/images')).json() as { images: { tag: string; statement?: { expired: boolean; expiresSoon: boolean } }[] };
+    const st = v.images.find((i) => i.tag === 'v1')!.statement;
+    assert.equal(st?.expired, true);
+    assert.equal(st?.expiresSoon, false);
+    if (!needBrowser(t)) return;
+    await page.goto(s.url + '/#images');
+    await page.waitForSelector('#images tbody tr');
+    assert.equal(await page.getAttribute('#images tr[data-ref="test/old:v1"]', 'data-expiry'), 'expired');
+    assert.equal(await page.textContent('#images tr[data-ref="test/old:v1"] .expired'), 'expired');
+    assert.equal(await page.getAttribute('#images tr[data-ref="test/old:v2"]', 'data-expiry'), '');
+  } finally {
+    await s.stop();
+    cleanup(dir, fam.root);
+  }
 });
 
 test('--no-ui serves no page', async () => {

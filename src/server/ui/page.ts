@@ -2,7 +2,7 @@
  * The web page's HTML, style sheet and script (vanilla, no build step). The script builds every
  * piece of data into the DOM with textContent and attributes, never as markup: file names are
  * arbitrary bytes. Views (by location.hash): `#images`, `#tree?image=HEX&path=P`,
- * `#share?name=N&from=T&to=T`.
+ * `#share?name=N&from=T&to=T`, `#plan?have=HEX|none&want=HEX`.
  */
 
 /** The page at `/`. */
@@ -39,6 +39,11 @@ code, .mono { font-family: ui-monospace, monospace; font-size: 12px; }
 .pager button { margin-right: 6px; }
 .error { color: #b00; }
 #chart-box { max-width: 720px; }
+.expired { color: #fff; background: #b00; padding: 0 4px; border-radius: 3px; }
+.expiring { color: #000; background: #fc3; padding: 0 4px; border-radius: 3px; }
+dl.config { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0; }
+dl.config dt { font-weight: bold; }
+dl.config dd { margin: 0; white-space: pre-wrap; }
 `;
 
 /** `/ui/app.js`. */
@@ -101,20 +106,27 @@ export const APP_JS = String.raw`'use strict';
       var tb = el('tbody');
       v.images.forEach(function (im) {
         var st = im.statement;
-        tb.appendChild(el('tr', { 'data-ref': im.name + ':' + im.tag },
+        var expiry = !st || !st.expires ? '' : st.expired ? 'expired' : st.expiresSoon ? 'soon' : 'ok';
+        var expCell = el('td', null);
+        if (st && st.expires) {
+          expCell.appendChild(document.createTextNode(st.expires + ' '));
+          if (expiry === 'expired') expCell.appendChild(el('span', { class: 'expired', text: 'expired' }));
+          if (expiry === 'soon') expCell.appendChild(el('span', { class: 'expiring', text: 'expires within 7 days' }));
+        }
+        tb.appendChild(el('tr', { 'data-ref': im.name + ':' + im.tag, 'data-expiry': expiry },
           el('td', null, link(im.name + ':' + im.tag, 'tree', { image: im.image, path: '/' })),
           el('td', { class: 'mono', title: im.image, text: short(im.image) }),
           cell(st && st.version !== undefined ? String(st.version) : (st ? 'unreadable' : 'unsigned')),
           el('td', { class: 'mono', text: st && st.keyids ? st.keyids.join(', ') : '' }),
-          cell(st && st.expires ? st.expires + (st.expired ? ' (expired)' : '') : ''),
+          expCell,
           cell(bytes(im.imageSize), 'num'),
           cell(im.entries, 'num'),
           cell(im.objects, 'num'),
           cell(bytes(im.objectBytes), 'num'),
           cell(im.history.join(' ')),
-          el('td', null, link('sharing', 'share', { name: im.name }))));
+          el('td', null, link('sharing', 'share', { name: im.name }), ' ', link('pull plan', 'plan', { have: 'none', want: im.image }))));
       });
-      show('images', [el('h2', { text: 'Images' }),
+      show('images', [el('h2', { text: 'Images' }), el('p', null, link('Pull plan: I have X, I want Y', 'plan', {})),
         el('table', { id: 'images' }, thead(['NAME:TAG', 'image', 'version', 'keyid', 'expires', '#image size', '#entries', '#objects', '#object bytes', 'history', '']), tb)]);
     });
   }
@@ -192,7 +204,9 @@ export const APP_JS = String.raw`'use strict';
       pager.appendChild(el('span', { id: 'range', text: (v.total === 0 ? 0 : offset + 1) + '–' + last + ' of ' + v.total + ' entries' }));
       var table = el('table', { id: 'tree', 'data-path': path, 'data-total': String(v.total) },
         thead(['name', 'type', 'mode', '#uid:gid', '#size', 'content', 'object', 'xattrs']), tbody);
-      show('tree', [el('h2', { class: 'mono', title: image, text: 'image ' + short(image) }), crumbs, el('p', null, search), pager, table]);
+      var configBox = el('div', { id: 'config' });
+      show('tree', [el('h2', { class: 'mono', title: image, text: 'image ' + short(image) }), configBox, crumbs, el('p', null, search), pager, table]);
+      if (v.pathHex === '2f' && offset === 0 && !q) showConfig(image, configBox);
       window.__lastRenderMs = performance.now() - t0;
     });
   }
@@ -239,6 +253,7 @@ export const APP_JS = String.raw`'use strict';
             el('tr', null, cell('added (fetched)'), cell(u.added, 'num'), cell(bytes(u.addedBytes), 'num')),
             el('tr', null, cell('removed'), cell(u.removed, 'num'), cell(bytes(u.removedBytes), 'num')),
             el('tr', null, cell('kept'), cell(u.kept, 'num'), cell(bytes(u.keptBytes), 'num')))));
+        nodes.push(metadataTable(u.delta, u.imageBytes));
       }
       var canvas = null;
       if (window.Chart && v.images.length > 0) {
@@ -260,12 +275,87 @@ export const APP_JS = String.raw`'use strict';
     });
   }
 
+  // The metadata a pull fetches: a delta from the server, or the full image.
+  function metadataTable(d, imageBytes) {
+    var tb = el('tbody', null, el('tr', null, cell('full image'), cell(bytes(imageBytes), 'num'), cell('')));
+    if (d) {
+      tb.appendChild(el('tr', { 'data-kind': d.kind }, cell('delta (' + (d.kind === 'zpatch' ? 'binary zpatch' : 'tree') + ', what a pull takes)'), cell(bytes(d.bytes), 'num'),
+        cell(imageBytes > 0 ? (100 * d.bytes / imageBytes).toFixed(1) + '% of the image' : '', 'num')));
+      if (d.kind === 'zpatch' && d.treeBytes !== undefined) tb.appendChild(el('tr', null, cell('tree delta'), cell(bytes(d.treeBytes), 'num'), cell('')));
+    } else tb.appendChild(el('tr', null, cell(imageBytes > 0 ? 'no delta on the server: the full image is fetched' : 'the image is already there'), cell(''), cell('')));
+    return el('table', { id: 'metadata', 'data-delta': d ? d.kind + ':' + d.bytes : 'none', 'data-image-bytes': String(imageBytes) }, thead(['metadata', '#bytes', '#']), tb);
+  }
+
+  // ---- pull plan
+  function viewPlan(p) {
+    var have = p.get('have') || 'none';
+    var want = p.get('want') || '';
+    return getJson('/ui/api/images').then(function (list) {
+      var seen = {};
+      var imgs = [];
+      list.images.forEach(function (im) {
+        if (seen[im.image]) { seen[im.image].label += ', ' + im.name + ':' + im.tag; return; }
+        seen[im.image] = { image: im.image, label: im.name + ':' + im.tag };
+        imgs.push(seen[im.image]);
+      });
+      function select(id, cur, withNone) {
+        var s = el('select', { id: id });
+        if (withNone) s.appendChild(el('option', { value: 'none', text: 'nothing' }));
+        imgs.forEach(function (im) {
+          var o = el('option', { value: im.image, text: im.label + ' (' + short(im.image) + ')' });
+          if (im.image === cur) o.selected = true;
+          s.appendChild(o);
+        });
+        return s;
+      }
+      var sh = select('have', have, true);
+      var sw = select('want', want, false);
+      var go = el('button', { id: 'plan-go', text: 'plan', on: { click: function () { location.hash = hashFor('plan', { have: sh.value, want: sw.value }); } } });
+      var nodes = [el('h2', { text: 'Pull plan' }), el('p', null, 'I have ', sh, ', I want ', sw, ' ', go)];
+      if (!want) { show('plan', nodes); return; }
+      return getJson('/ui/api/plan?' + new URLSearchParams({ have: have, want: want }).toString()).then(function (v) {
+        nodes.push(el('table', { id: 'plan', 'data-fetch': v.fetch.count + ':' + v.fetch.bytes, 'data-present': v.present.count + ':' + v.present.bytes },
+          thead(['objects', '#count', '#bytes']),
+          el('tbody', null,
+            el('tr', null, cell('needed by the wanted image'), cell(v.needed.count, 'num'), cell(bytes(v.needed.bytes), 'num')),
+            el('tr', null, cell('to fetch'), cell(v.fetch.count, 'num'), cell(bytes(v.fetch.bytes), 'num')),
+            el('tr', null, cell('shared (already there)'), cell(v.present.count, 'num'), cell(bytes(v.present.bytes), 'num')))));
+        nodes.push(metadataTable(v.delta, v.imageBytes));
+        nodes.push(el('p', { id: 'plan-total', text: 'In all about ' + bytes(v.transferBytes) + ' to transfer (objects and metadata, before compression).' }));
+        show('plan', nodes);
+      });
+    });
+  }
+
+  // The OCI config of the tags that point at an image, filled into BOX when there is one.
+  function showConfig(image, box) {
+    getJson('/ui/api/config?' + new URLSearchParams({ image: image }).toString()).then(function (v) {
+      v.configs.forEach(function (c) {
+        box.appendChild(el('h3', { text: 'Config of ' + c.name + ':' + c.tag }));
+        box.appendChild(el('div', { class: 'mono muted', text: c.digest }));
+        if (c.error) { box.appendChild(el('p', { class: 'error', text: c.error })); return; }
+        var dl = el('dl', { class: 'config' });
+        function row(k, text) { if (text !== undefined && text !== '') { dl.appendChild(el('dt', { text: k })); dl.appendChild(el('dd', { class: 'mono', 'data-key': k, text: text })); } }
+        function argv(a) { return a ? JSON.stringify(a) : undefined; }
+        row('Entrypoint', argv(c.entrypoint));
+        row('Cmd', argv(c.cmd));
+        row('User', c.user);
+        row('WorkingDir', c.workingDir);
+        row('Env', c.env ? c.env.join('\n') : undefined);
+        row('Labels', c.labels ? Object.keys(c.labels).map(function (k) { return k + '=' + c.labels[k]; }).join('\n') : undefined);
+        row('Platform', c.os ? c.os + (c.architecture ? '/' + c.architecture : '') : undefined);
+        row('Created', c.created);
+        box.appendChild(dl);
+      });
+    }).catch(function (err) { box.appendChild(el('p', { class: 'error', text: 'config: ' + (err && err.message ? err.message : err) })); });
+  }
+
   function route() {
     var h = location.hash.replace(/^#/, '');
     var i = h.indexOf('?');
     var view = i < 0 ? h : h.slice(0, i);
     var p = new URLSearchParams(i < 0 ? '' : h.slice(i + 1));
-    var r = view === 'tree' ? viewTree(p) : view === 'share' ? viewShare(p) : viewImages();
+    var r = view === 'tree' ? viewTree(p) : view === 'share' ? viewShare(p) : view === 'plan' ? viewPlan(p) : viewImages();
     r.catch(fail);
   }
   window.addEventListener('hashchange', route);

@@ -19,6 +19,8 @@ import { parseStatementPayload } from '../../sign/statement.js';
 import { ErofsImage, FileSource } from '../../erofs/reader.js';
 import { fromHex, isHexDigest, toHex } from '../../verity/digest.js';
 import { HttpStatusError, sendJson } from '../http-util.js';
+import { deltaPath } from '../../delta/store.js';
+import { zpatchAvailable } from '../../delta/zpatch.js';
 import { APP_CSS, APP_JS, PAGE_HTML } from './page.js';
 
 /** What the UI needs from the server. */
@@ -29,6 +31,8 @@ export interface UiContext {
 
 /** Most entries one tree page may carry. */
 export const MAX_TREE_LIMIT = 1000;
+/** A statement expiring within this many milliseconds is marked on the page. */
+export const EXPIRY_WARNING_MS = 7 * 24 * 3600 * 1000;
 /** Most images of one name the sharing view compares. */
 const MAX_SHARE_IMAGES = 32;
 
@@ -185,6 +189,7 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
         created: new Date(st.created * 1000).toISOString(),
         expires: new Date(st.expires * 1000).toISOString(),
         expired: st.expires * 1000 < Date.now(),
+        expiresSoon: st.expires * 1000 >= Date.now() && st.expires * 1000 - Date.now() < EXPIRY_WARNING_MS,
         image: st.image,
       };
     } catch (err) {
@@ -202,6 +207,7 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
         tag: t.tag,
         image: toHex(t.image),
         platform: t.meta.platform,
+        config: t.meta.config,
         statement: st,
         history: await records.historyVersions(t.name, t.tag).catch(() => [] as number[]),
         imageSize: f?.size,
@@ -297,6 +303,97 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
     await pipeline(createReadStream(objectPath!, { highWaterMark: 256 * 1024 }), res);
   };
 
+  /** The server's metadata deltas from BASE to TARGET: the sizes of the tree and zpatch ones
+   * that exist, and the one a pull would take (zpatch when zstd is installed, as tryDelta in
+   * src/client/pull.ts), or undefined when there is none. */
+  const deltaOf = async (base: Buffer, target: Buffer, imageBytes: number): Promise<Record<string, unknown> | undefined> => {
+    if (base.equals(target)) return undefined;
+    const size = async (kind: 'tree' | 'zpatch'): Promise<number | undefined> => (await stat(deltaPath(store, base, target, kind)).catch(() => undefined))?.size;
+    const tree = await size('tree');
+    const zpatch = await size('zpatch');
+    const kind = zpatch !== undefined && zpatchAvailable() ? 'zpatch' : tree !== undefined ? 'tree' : undefined;
+    if (!kind) return undefined;
+    const bytes = kind === 'zpatch' ? zpatch! : tree!;
+    return { base: toHex(base), kind, bytes, imageBytes, ...(tree !== undefined ? { treeBytes: tree } : {}), ...(zpatch !== undefined ? { zpatchBytes: zpatch } : {}) };
+  };
+
+  /** What a pull of WANT fetches into a store holding HAVE's objects (or nothing). */
+  const plan = async (res: ServerResponse, url: URL): Promise<void> => {
+    const digestParam = async (key: string): Promise<Buffer> => {
+      const h = url.searchParams.get(key) ?? '';
+      if (!isHexDigest(h)) throw new HttpStatusError(400, `${key} must be an image digest (64 hex)${key === 'have' ? ' or none' : ''}`);
+      const d = fromHex(h);
+      if (!(await store.hasImage(d))) throw new HttpStatusError(404, `image ${h} not found`);
+      return d;
+    };
+    const haveText = url.searchParams.get('have') ?? 'none';
+    const have = haveText === 'none' || haveText === '' ? undefined : await digestParam('have');
+    const want = await digestParam('want');
+    const w = await factsOf(want);
+    const h = have ? await factsOf(have) : undefined;
+    let fetchCount = 0;
+    let fetchBytes = 0;
+    let presentCount = 0;
+    let presentBytes = 0;
+    for (const [k, s] of w.objects) {
+      if (h?.objects.has(k)) {
+        presentCount++;
+        presentBytes += Math.max(0, s);
+      } else {
+        fetchCount++;
+        fetchBytes += Math.max(0, s);
+      }
+    }
+    const same = have !== undefined && have.equals(want);
+    const imageBytes = same ? 0 : w.size;
+    const delta = have && !same ? await deltaOf(have, want, w.size) : undefined;
+    const metadataBytes = delta ? (delta.bytes as number) : imageBytes;
+    const tags = (await store.listTags()).filter((t) => t.image.equals(want)).map((t) => `${t.name}:${t.tag}`);
+    json(res, {
+      have: have ? toHex(have) : 'none',
+      want: toHex(want),
+      wantTags: tags,
+      needed: { count: w.objects.size, bytes: w.objectBytes },
+      present: { count: presentCount, bytes: presentBytes },
+      fetch: { count: fetchCount, bytes: fetchBytes },
+      imageBytes,
+      delta: delta ?? null,
+      transferBytes: fetchBytes + metadataBytes,
+    });
+  };
+
+  /** The OCI configs of the tags that point at an image (tag meta `config`). */
+  const config = async (res: ServerResponse, url: URL): Promise<void> => {
+    const d = await imageOf(url);
+    const out = [];
+    for (const t of await store.listTags()) {
+      if (!t.image.equals(d) || !t.meta.config) continue;
+      const row: Record<string, unknown> = { name: t.name, tag: t.tag, digest: t.meta.config };
+      try {
+        const v = JSON.parse((await store.readConfig(t.meta.config)).toString('utf8')) as { config?: Record<string, unknown>; architecture?: unknown; os?: unknown; created?: unknown };
+        const c = v.config ?? {};
+        const strings = (x: unknown): string[] | undefined => (Array.isArray(x) ? x.filter((e): e is string => typeof e === 'string') : undefined);
+        const str = (x: unknown): string | undefined => (typeof x === 'string' ? x : undefined);
+        row.os = str(v.os);
+        row.architecture = str(v.architecture);
+        row.created = str(v.created);
+        row.entrypoint = strings(c.Entrypoint);
+        row.cmd = strings(c.Cmd);
+        row.env = strings(c.Env);
+        row.user = str(c.User);
+        row.workingDir = str(c.WorkingDir);
+        const labels: Record<string, string> = {};
+        if (c.Labels && typeof c.Labels === 'object') for (const [k, val] of Object.entries(c.Labels as Record<string, unknown>)) if (typeof val === 'string') labels[k] = val;
+        row.labels = labels;
+      } catch (err) {
+        const msg = (err as Error).message;
+        row.error = msg.includes('not in the store') ? 'the config is not in this store' : msg.includes('does not match') ? 'the stored config is corrupt' : `unreadable config: ${msg.slice(0, 120)}`;
+      }
+      out.push(row);
+    }
+    json(res, { image: toHex(d), configs: out });
+  };
+
   const share = async (res: ServerResponse, url: URL): Promise<void> => {
     const name = url.searchParams.get('name') ?? '';
     const tags = (await store.listTags()).filter((t) => t.name === name);
@@ -338,8 +435,10 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
         if (isHexDigest(v) && byImage.has(v)) return fromHex(v);
         throw new HttpStatusError(404, `${JSON.stringify(v.slice(0, 100))} is neither a tag of ${name} nor one of its images`);
       };
-      const a = await factsOf(pick(from));
-      const b = await factsOf(pick(to));
+      const ad = pick(from);
+      const bd = pick(to);
+      const a = await factsOf(ad);
+      const b = await factsOf(bd);
       let added = 0;
       let addedBytes = 0;
       let removed = 0;
@@ -361,7 +460,8 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
           removedBytes += Math.max(0, s);
         }
       }
-      result.update = { from, to, added, addedBytes, removed, removedBytes, kept, keptBytes };
+      const delta = await deltaOf(ad, bd, b.size);
+      result.update = { from, to, added, addedBytes, removed, removedBytes, kept, keptBytes, imageBytes: ad.equals(bd) ? 0 : b.size, delta: delta ?? null };
     }
     json(res, result);
   };
@@ -387,6 +487,8 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
     if (p === '/ui/api/tree') return tree(res, url);
     if (p === '/ui/api/file') return file(req, res, url);
     if (p === '/ui/api/share') return share(res, url);
+    if (p === '/ui/api/plan') return plan(res, url);
+    if (p === '/ui/api/config') return config(res, url);
     throw new HttpStatusError(404, `no such resource ${p}`);
   };
 }
