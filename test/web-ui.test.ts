@@ -377,3 +377,52 @@ test('--no-ui serves no page', async () => {
     await s.stop();
   }
 });
+
+test('the demo images (the Debian family): listed, /usr/bin equals the dumpfile, the update moves what pull --dry-run reports', { skip: process.getuid?.() !== 0 ? 'the Debian family is built as root' : false, timeout: 300_000 }, async (t) => {
+  if (!needBrowser(t)) return;
+  const { ensureDebianFamily } = await import('../src/demo/family.js');
+  const debian = await ensureDebianFamily();
+  const demoStore = join(tmp, 'demo-store');
+  for (const tag of ['v1', 'v2']) {
+    const imp = await runCli(['--store', demoStore, '--quiet', 'import', `oci:${debian.layout}:${tag}`, `demo:${tag}`], { timeoutMs: 120_000 });
+    assert.equal(imp.code, 0, imp.stderr);
+    await signTag(demoStore, 'demo', tag, key.key);
+  }
+  const demo = await startServe(demoStore);
+  try {
+    await page.goto(demo.url + '/');
+    await page.waitForSelector('#images tbody tr');
+    const refs = await page.$$eval('#images tbody tr', (rows) => rows.map((r) => r.getAttribute('data-ref')));
+    assert.deepEqual(refs.sort(), ['demo:v1', 'demo:v2']);
+    await page.screenshot({ path: join(SHOTS, 'demo-images.png'), fullPage: true });
+
+    const images = await (await fetch(`${demo.url}/ui/api/images`)).json() as ImagesReply;
+    const v2 = images.images.find((i) => i.tag === 'v2')!.image;
+    await page.goto(`${demo.url}/#tree?image=${v2}&path=%2Fusr%2Fbin`);
+    await page.waitForSelector('#tree[data-path="/usr/bin"] tbody tr');
+    const total = Number(await page.getAttribute('#tree', 'data-total'));
+    const dump = await runCli(['--store', demoStore, 'info', 'dump', v2]);
+    assert.equal(dump.code, 0, dump.stderr);
+    const names = dump.stdout.split('\n').map((l) => l.split(' ')[0]!).filter((p) => /^\/usr\/bin\/[^/]+$/.test(p)).map((p) => p.slice('/usr/bin/'.length));
+    assert.equal(total, names.length, 'the page counts the entries of /usr/bin the dumpfile lists');
+    const shown = await page.$$eval('#tree tbody tr', (rows) => rows.map((r) => r.getAttribute('data-name')));
+    assert.deepEqual(shown, names.slice(0, shown.length), 'the first page shows the dumpfile names, in order');
+    assert.ok(shown.includes('jq'));
+    await page.screenshot({ path: join(SHOTS, 'demo-usr-bin.png'), fullPage: true });
+
+    // What pull reports for the update: a client holding v1 asks for v2.
+    const client = join(tmp, 'demo-client');
+    const p1 = await runCli(['pull', `${demo.url}/demo:v1`, '--store', client, '--trust', key.pub, '--quiet']);
+    assert.equal(p1.code, 0, p1.stderr);
+    const dry = await runCli(['pull', `${demo.url}/demo:v2`, '--store', client, '--trust', key.pub, '--dry-run', '--json']);
+    assert.equal(dry.code, 0, dry.stderr);
+    const fetchCount = (JSON.parse(dry.stdout) as { plan: { fetch: { count: number } } }).plan.fetch.count;
+    await page.goto(`${demo.url}/#share?name=demo&from=v1&to=v2`);
+    await page.waitForSelector('#update');
+    assert.equal(await page.getAttribute('#update', 'data-added'), String(fetchCount), 'the update adds the objects pull would fetch');
+    await page.screenshot({ path: join(SHOTS, 'demo-share.png'), fullPage: true });
+    console.log(`# demo: /usr/bin ${names.length} entries; update v1 → v2 adds ${fetchCount} objects (pull --dry-run)`);
+  } finally {
+    await demo.stop();
+  }
+});
