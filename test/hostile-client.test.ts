@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -17,7 +17,7 @@ import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, notRoot } from './helpers.js';
-import { startServe } from './pull-fixtures.js';
+import { runCli, startServe } from './pull-fixtures.js';
 import type { ServeProcess } from './pull-fixtures.js';
 
 const HEADERS_TIMEOUT_S = 2;
@@ -33,18 +33,6 @@ const skip = notRoot() || (spawnSync('sh', ['-c', 'command -v zstd && command -v
 
 function cfs(args: string[]): { status: number | null; stdout: string; stderr: string } {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-}
-
-/** Run the CLI without blocking this process. */
-function cfsAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    p.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
 }
 
 /** Children of a process (from /proc). */
@@ -237,8 +225,8 @@ test('hostile clients against cfsdist serve: honest pulls all succeed, memory an
     const honest = async (i: number): Promise<void> => {
       const client = join(work, `client-${i}`);
       for (const tag of ['v1', 'v2']) {
-        const r = await cfsAsync(['--store', client, '--quiet', 'pull', `${srv!.url}/${NAME}:${tag}`, '--trust', `${key}.pub`, '--json']);
-        assert.equal(r.status, 0, `honest client ${i}, ${tag}: ${r.stderr}`);
+        const r = await runCli(['--store', client, '--quiet', 'pull', `${srv!.url}/${NAME}:${tag}`, '--trust', `${key}.pub`, '--json'], { timeoutMs: 300_000 });
+        assert.equal(r.code, 0, `honest client ${i}, ${tag}: ${r.stderr}`);
       }
     };
 

@@ -246,15 +246,19 @@ test('a Bearer realm on another host: it gets no credentials, the pull fails wit
   }
 });
 
-test('an object index claiming millions of entries: refused by the signed object count, before it is decompressed whole', async () => {
-  const { decodeIndex, indexBound } = await import('../src/registry/artifact.js');
-  const count = 5_000_000;
+/** An object index (gzip) claiming `count` entries, all zero: 56 bytes each uncompressed
+ * (280 MB for five million), a few hundred KiB on the wire. */
+function indexBomb(count: number): Buffer {
   const header = Buffer.from(JSON.stringify({ count, blobs: [] }));
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
-  const MAGIC = Buffer.from('cfsdist-object-index-v1\n');
-  // 280 MB of entries, a few hundred KiB gzipped.
-  const bomb = gzipSync(Buffer.concat([MAGIC, len, header, Buffer.alloc(count * 56)]), { level: 9 });
+  return gzipSync(Buffer.concat([Buffer.from('cfsdist-object-index-v1\n'), len, header, Buffer.alloc(count * 56)]), { level: 9 });
+}
+
+test('an object index claiming millions of entries: refused by the signed object count, before it is decompressed whole', async () => {
+  const { decodeIndex, indexBound } = await import('../src/registry/artifact.js');
+  const count = 5_000_000;
+  const bomb = indexBomb(count);
   const rss0 = process.memoryUsage().rss;
   await assert.rejects(decodeIndex(bomb, 'hostile index', 1000), (e: Error & { code?: string }) => e.code === 'BAD_INDEX' && /does not decompress|entries, but the signed image has 1000/.test(e.message));
   const grew = (process.memoryUsage().rss - rss0) / (1 << 20);
@@ -268,12 +272,7 @@ test('a registry whose cfsdist manifest names an object index of millions of ent
   try {
     const push = await pullWithRss(['--store', fam.storeDir, '--quiet', 'push', `${fam.name}:v1`, `docker://${reg.host}/${fam.name}:v1`]);
     assert.equal(push.code, 0, push.stderr);
-    // The bomb: 280 MB of entries, a few hundred KiB gzipped.
-    const count = 5_000_000;
-    const header = Buffer.from(JSON.stringify({ count, blobs: [] }));
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(header.length);
-    const bomb = gzipSync(Buffer.concat([Buffer.from('cfsdist-object-index-v1\n'), len, header, Buffer.alloc(count * 56)]), { level: 9 });
+    const bomb = indexBomb(5_000_000);
     const bombDigest = 'sha256:' + createHash('sha256').update(bomb).digest('hex');
     const renamed = new Map<string, string>(); // rewritten manifest hex → the real one
     let bombServed = 0;

@@ -180,8 +180,7 @@ export async function commitStatement(store: Store, records: SignRecords, name: 
 /** The statement of NAME:TAG that goes with the tag's image: the version the tag names, else
  * (tags written before tags named their statement) the current one. */
 export async function tagStatement(store: Store, records: SignRecords, name: string, tag: string): Promise<Buffer | undefined> {
-  const version = (await store.getTagRecord(name, tag))?.meta.statement;
-  return version !== undefined ? records.readStatementVersion(name, tag, version) : records.readStatement(name, tag);
+  return readOptional(await tagStatementPath(store, records, name, tag));
 }
 
 /** Path of the file tagStatement reads. */
