@@ -88,6 +88,9 @@ function probe(port: number, tls = false): Promise<number> {
       resolve(res.statusCode ?? 0);
     });
     req.on('error', () => resolve(0));
+    // A port that accepts and never answers (the registry still starting, or another
+    // process) is "not yet", not a hang of the suite.
+    req.setTimeout(1000, () => req.destroy());
     req.end();
   });
 }

@@ -12,7 +12,7 @@
  * made durable by one syncfs when the image that needs them arrives, before it is stored.
  */
 import { spawn } from 'node:child_process';
-import { createServer as createHttpServer } from 'node:http';
+import { STATUS_CODES, createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { availableParallelism } from 'node:os';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -20,6 +20,7 @@ import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { open, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { MAX_CONFIG_BYTES } from '../store/store.js';
@@ -585,6 +586,38 @@ export function makeHandler(opts: ServerOptions): (req: IncomingMessage, res: Se
   };
 }
 
+const answeredSockets = new WeakSet<Duplex>();
+
+/**
+ * A request the HTTP parser refused (a 100 KB URL, a malformed line) or a client too slow: answer
+ * with a status and close. Unlike Node's default (write, then destroy), a parse error closes
+ * gracefully and reads — and drops — what the client is still sending, up to DRAIN_LIMIT bytes
+ * or one second: destroying a socket with unread input resets the connection, and the client
+ * would see ECONNRESET instead of the 431. The parser reports every further chunk again; the
+ * first report is the one answered.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (answeredSockets.has(socket)) return;
+  answeredSockets.add(socket);
+  // A response already under way on this connection cannot be followed by another.
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) return void socket.destroy();
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`;
+  // A client too slow gains nothing by being read further.
+  if (status === 408) return void socket.end(head, () => socket.destroy());
+  socket.end(head);
+  let drained = 0;
+  socket.on('data', (c: Buffer) => {
+    drained += c.length;
+    if (drained > DRAIN_LIMIT) socket.destroy();
+  });
+  const timer = setTimeout(() => socket.destroy(), 1000);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.resume();
+}
+
 /** A listening server. */
 export interface RunningServer {
   server: Server;
@@ -612,6 +645,7 @@ export async function startServer(opts: ServerOptions & ListenOptions): Promise<
   };
   const handler = makeHandler(opts);
   const server: Server = opts.tls ? createHttpsServer({ ...httpOpts, cert: opts.tls.cert, key: opts.tls.key }, handler) : createHttpServer(httpOpts, handler);
+  server.on('clientError', answerClientError);
   server.timeout = opts.idleTimeoutMs ?? 120_000;
   server.maxConnections = opts.maxConnections ?? 1024;
   const host = opts.host ?? '127.0.0.1';
