@@ -254,14 +254,27 @@ test('one reader blocked on a stalled lazy fetch: ls -lR of the same mount compl
 
     // A reader whose read is a synchronous request (O_DIRECT): killing it makes the kernel send
     // FUSE_INTERRUPT, answered EINTR, so it exits although its request was being served.
-    dd = start('dd', [`if=${join(m.mp, STALLED)}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct']);
-    const ddPid = dd.child.pid!;
-    await until(() => waitsOnFuse(ddPid) || dd!.child.exitCode !== null, 5000, 'dd to wait on its FUSE request');
-    assert.equal(dd.child.exitCode, null, `dd is blocked: ${m.log.join('\n')}`);
-    dd.child.kill('SIGKILL');
-    const ddEnd = await within(dd.result, 3000, 'the killed dd (its request must be interrupted)');
-    assert.equal(ddEnd.signal, 'SIGKILL');
-    await until(() => m.log.some((l) => /was interrupted while it waited; answered EINTR/.test(l)), 3000, 'the interrupt to be logged');
+    // The kernel sends the interrupt only for a request the daemon has read already; one
+    // killed before that is withdrawn by the kernel alone. So dd waits a moment longer each
+    // try, until one kill lands on a request being served.
+    const interrupts = () => m.log.filter((l) => /was interrupted while it waited; answered EINTR/.test(l)).length;
+    let interrupted = false;
+    for (let attempt = 1; attempt <= 5 && !interrupted; attempt++) {
+      const before = interrupts();
+      dd = start('dd', [`if=${join(m.mp, STALLED)}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct']);
+      const ddPid = dd.child.pid!;
+      await until(() => waitsOnFuse(ddPid) || dd!.child.exitCode !== null, 5000, 'dd to wait on its FUSE request');
+      assert.equal(dd.child.exitCode, null, `dd is blocked: ${m.log.join('\n')}`);
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+      dd.child.kill('SIGKILL');
+      const ddEnd = await within(dd.result, 3000, 'the killed dd (its request must be interrupted)');
+      assert.equal(ddEnd.signal, 'SIGKILL');
+      interrupted = await until(() => interrupts() > before, 1000, 'the interrupt to be logged').then(
+        () => true,
+        () => false,
+      );
+    }
+    assert.ok(interrupted, `a killed reader's pending request was interrupted and answered EINTR: ${m.log.join('\n')}`);
 
     // The mount still works.
     const again = await within(start('ls', ['-l', join(m.mp, 'usr/bin')]).result, 5000, 'ls after the kills');
