@@ -285,7 +285,7 @@ export async function run(): Promise<BenchRow[]> {
       reference: m('kernel'),
       ratio: m('fuse') / m('kernel'),
       target: 'report',
-      note: 'ls -l asks for 2 xattrs per file (security.selinux, system.posix_acl_access), which FUSE cannot cache: ~3 round trips per entry; the daemon keeps the verified image in memory',
+      note: 'ls -l asks for xattrs of every file (security.selinux, security.capability); an image with no visible xattr answers the first with ENOSYS, which the kernel keeps for the mount, so entries cost no xattr round trips; the daemon keeps the verified image in memory',
     });
 
     // ---- reading every file, cold ----

@@ -218,6 +218,26 @@ test('the FUSE filesystem answers from the image: node ids, listings, inline and
     assert.deepEqual(fs.listxattr(eBig.nodeid, 1000).map(String), ['user.note']);
     assert.deepEqual(fs.listxattr(eBig.nodeid, 0).map(String).sort(), ['trusted.secret', 'user.note']);
     assert.equal(fs.getxattr(eBig.nodeid, Buffer.from('trusted.overlay.metacopy'), 0), undefined, 'composefs overlay xattrs are not shown');
+    assert.equal(fs.hasXattrs(), true, 'an image with a visible xattr says so');
+    // Without any visible xattr (the metacopy and redirect ones are overlay-private), the
+    // session may answer xattr requests with ENOSYS once for the whole mount; one xattr three
+    // directories down is enough to keep them.
+    const bare = (deep: boolean): ImageFs => {
+      const leaf = newInode(S_IFREG | 0o644, { size: big.length, digest, payload: Buffer.from(objectPathFor(digest)) });
+      if (deep) setXattr(leaf, 'security.capability', Buffer.from([1, 0, 0, 2]));
+      const r: Inode = newInode(S_IFDIR | 0o755);
+      let d = r;
+      for (const n of ['a', 'b', 'c']) {
+        const c = newInode(S_IFDIR | 0o755);
+        d.entries!.set(n, c);
+        d.entries!.set(`${n}-file`, newInode(S_IFREG | 0o644, { size: big.length, digest, payload: Buffer.from(objectPathFor(digest)) }));
+        d = c;
+      }
+      d.entries!.set('leaf', leaf);
+      return new ImageFs(ErofsImage.fromBuffer(writeImage(r), 'bare'), new VerifiedObjects(objects), { log: () => undefined });
+    };
+    assert.equal(bare(false).hasXattrs(), false, 'only overlay-private xattrs: none visible');
+    assert.equal(bare(true).hasXattrs(), true, 'a visible xattr deep in the tree is found');
 
     // Zero-message opens: reads by node, files kept open between reads.
     assert.ok(Buffer.concat([await fs.readNode(eBig.nodeid, 0, 10_000), await fs.readNode(eBig.nodeid, 10_000, 10_000)]).equals(big));

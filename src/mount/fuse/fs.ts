@@ -50,6 +50,7 @@ export class ImageFs implements FuseFs {
   /** Files read by node: the handle once open, the promise while it opens (fetch, hash). */
   private readonly byNode = new Map<number, Handle | Promise<Handle>>();
   private nextFh = 1;
+  private anyXattrs: boolean | undefined;
   private readonly log: (line: string) => void;
 
   constructor(
@@ -228,6 +229,28 @@ export class ImageFs implements FuseFs {
   listxattr(node: number, uid: number): Buffer[] {
     const keys = this.stat(node).xattrs.map((x) => x.key);
     return uid === 0 ? keys : keys.filter((k) => !startsWith(k, TRUSTED));
+  }
+
+  /** Whether any inode has an xattr the overlay mount would show (overlay-private ones are
+   * mapped away): a walk of the tree that stops at the first, run once per mount. */
+  hasXattrs(): boolean {
+    if (this.anyXattrs !== undefined) return this.anyXattrs;
+    const seen = new Set<number>();
+    const dirs = [this.image.rootNid];
+    seen.add(this.image.rootNid);
+    let found = this.image.stat(this.image.rootNid).xattrs.length > 0;
+    while (!found && dirs.length > 0) {
+      for (const e of this.image.readdir(dirs.pop()!)) {
+        if (seen.has(e.nid)) continue;
+        seen.add(e.nid);
+        if (this.image.stat(e.nid).xattrs.length > 0) {
+          found = true;
+          break;
+        }
+        if (e.type === FT_DIR) dirs.push(e.nid);
+      }
+    }
+    return (this.anyXattrs = found);
   }
 
   statfs(): StatFs {

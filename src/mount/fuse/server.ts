@@ -112,6 +112,11 @@ export interface FuseFs {
   getxattr(node: number, name: Buffer, uid: number): Buffer | undefined;
   /** Xattr names a caller may see. */
   listxattr(node: number, uid: number): Buffer[];
+  /** False when no node has an xattr anyone may see: the session then answers every xattr
+   * request with ENOSYS, which the kernel remembers for the mount (no round trip per file for
+   * `security.selinux` or `security.capability` from `ls -l`; callers get EOPNOTSUPP). Asked
+   * once, at the first xattr request; the answer must not change while mounted. */
+  hasXattrs?(): boolean;
   /** Totals for statfs. */
   statfs(): StatFs;
 }
@@ -158,6 +163,8 @@ export class FuseSession {
   private nextDir = 1;
   private noOpendir = false;
   private noOpen = false;
+  /** Whether the filesystem has any visible xattr (asked at the first xattr request). */
+  private anyXattrs: boolean | undefined;
   /** Entries of recently listed directories by node id (READDIR without OPENDIR). */
   private readonly dirCache = new Map<number, FuseDirItem[]>();
   private ended = false;
@@ -461,6 +468,8 @@ export class FuseSession {
   }
 
   private xattr(h: InHeader, body: Buffer): void {
+    this.anyXattrs ??= this.fs.hasXattrs?.() ?? true;
+    if (!this.anyXattrs) return this.fail(h, E.ENOSYS);
     const size = body.readUInt32LE(0);
     let data: Buffer;
     if (h.opcode === Op.GETXATTR) {
