@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, readFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, readFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
@@ -18,8 +18,12 @@ import { fuseUnavailable, mountAt, readMountInfo, resolveImageRef } from '../src
 import { DirectoryFetcher, FETCH_DEADLINE_MS, FetchTimeoutError, fetchWithDeadline } from '../src/mount/fetcher.js';
 import type { ObjectFetcher } from '../src/mount/fetcher.js';
 import { fetchDeadline, mountFuse } from '../src/mount/fuse/index.js';
+import { Op } from '../src/mount/fuse/protocol.js';
+import { writeImage } from '../src/erofs/writer.js';
+import { S_IFDIR, S_IFREG, newInode } from '../src/tree/tree.js';
+import type { Inode } from '../src/tree/tree.js';
 import type { FuseMount, FuseStats } from '../src/mount/fuse/index.js';
-import { fsverityDigestFile, toHex } from '../src/verity/digest.js';
+import { fsverityDigest, fsverityDigestFile, objectPathFor, toHex } from '../src/verity/digest.js';
 
 test('fetchWithDeadline rejects at the deadline even when the fetcher ignores its signal, and aborts the signal', async () => {
   let seen: AbortSignal | undefined;
@@ -329,4 +333,49 @@ test('a read of a local file completes while a stalled lazy fetch of another fil
     await cat.result;
     await finish(m);
   }
+});
+
+test('an image with no visible xattr: ls -lR of the whole mount sends at most one xattr request, xattr calls say "not supported"', { skip }, async () => {
+  // 40 directories × 50 files, every file an object (so each carries composefs' overlay
+  // xattrs, which are never shown).
+  const dir = mkdtempSync(join(work, 'no-xattrs-'));
+  const objects = join(dir, 'objects');
+  const root: Inode = newInode(S_IFDIR | 0o755);
+  let files = 0;
+  for (let d = 0; d < 40; d++) {
+    const sub = newInode(S_IFDIR | 0o755);
+    root.entries!.set(`d${d}`, sub);
+    for (let f = 0; f < 50; f++) {
+      const data = Buffer.from(`file ${d}/${f} `.repeat(400));
+      const digest = fsverityDigest(data);
+      const p = join(objects, objectPathFor(digest));
+      mkdirSync(join(p, '..'), { recursive: true });
+      writeFileSync(p, data);
+      sub.entries!.set(`f${f}`, newInode(S_IFREG | 0o644, { size: data.length, digest, payload: Buffer.from(objectPathFor(digest)) }));
+      files++;
+    }
+  }
+  const image = join(dir, 'image.cfs');
+  writeFileSync(image, writeImage(root));
+  const mp = join(dir, 'mnt');
+  mkdirSync(mp);
+  const fm = await mountFuse({ image, objects, mountpoint: mp, log: () => undefined });
+  let stats: FuseStats | undefined;
+  try {
+    for (let i = 0; i < 2; i++) {
+      const ls = await within(start('ls', ['-lR', mp]).result, 10_000, 'ls -lR');
+      assert.equal(ls.code, 0, ls.stderr);
+      assert.equal(listedEntries(ls.stdout.toString()), files + 40);
+    }
+    const g = await within(start('getfattr', ['-n', 'user.note', join(mp, 'd0/f0')]).result, 5000, 'getfattr');
+    assert.notEqual(g.code, 0);
+    assert.match(g.stderr, /Operation not supported/);
+    assert.equal(readFileSync(join(mp, 'd3/f7'), 'utf8'), 'file 3/7 '.repeat(400), 'content reads');
+  } finally {
+    await fm.unmount();
+    stats = await within(fm.done, 5000, 'the FUSE session');
+  }
+  const xattrRequests = (stats.requests[String(Op.GETXATTR)] ?? 0) + (stats.requests[String(Op.LISTXATTR)] ?? 0);
+  assert.ok(xattrRequests <= 1, `${xattrRequests} xattr requests for ${files} files listed twice: ${JSON.stringify(stats.requests)}`);
+  process.stdout.write(`# ls -lR twice of ${files} files: ${xattrRequests} xattr request(s)\n`);
 });
