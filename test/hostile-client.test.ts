@@ -95,6 +95,7 @@ test('hostile clients against cfsdist serve: honest pulls all succeed, memory an
   const family = await ensureDebianFamily();
   const work = mkdtempSync(join(tmpdir(), 'cfsdist-hostile-client-'));
   let srv: ServeProcess | undefined;
+  let sampler: NodeJS.Timeout | undefined;
   try {
     const server = join(work, 'server');
     const key = join(work, 'k');
@@ -126,7 +127,7 @@ test('hostile clients against cfsdist serve: honest pulls all succeed, memory an
     const pid = srv.proc.pid!;
     let maxChildren = 0;
     let maxRssKiB = 0;
-    const sampler = setInterval(() => {
+    sampler = setInterval(() => {
       maxChildren = Math.max(maxChildren, childrenOf(pid));
       try {
         maxRssKiB = Math.max(maxRssKiB, srv!.memory().rssKiB);
@@ -254,6 +255,8 @@ test('hostile clients against cfsdist serve: honest pulls all succeed, memory an
     const after = await send(port, 'GET', '/v1/tags');
     assert.equal(after.status, 200);
   } finally {
+    // Cleared here too: a failure above must not leave the sampler keeping the test alive.
+    clearInterval(sampler);
     await srv?.stop();
     rmSync(work, { recursive: true, force: true });
   }
