@@ -14,6 +14,7 @@ import { MAX_ENVELOPE_BYTES } from '../sign/dsse.js';
 import { HttpClient } from './http.js';
 import type { DeltaKind, FetchedObject, OutgoingObject, PushTarget, WireStats } from './remote.js';
 import { PullError, TransportError } from './errors.js';
+import { isLoopbackHost } from './transport.js';
 import type { TransportOptions } from './transport.js';
 
 /** Options of an HttpRemote. */
@@ -26,11 +27,8 @@ export interface HttpRemoteOptions {
   transport?: TransportOptions;
 }
 
-/** True for a loopback host (127.0.0.0/8, ::1, localhost). */
-export function isLoopback(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
-}
+/** True for a loopback host (127.0.0.0/8, ::1, localhost): transport.ts isLoopbackHost. */
+export { isLoopbackHost as isLoopback } from './transport.js';
 
 /**
  * The encoding mode a client uses: `auto` compresses (zstd, else gzip) except to a loopback
@@ -38,7 +36,7 @@ export function isLoopback(hostname: string): boolean {
  * an explicit mode is used as given.
  */
 export function clientCompressMode(mode: CompressMode, hostname: string): CompressMode {
-  return mode === 'auto' && isLoopback(hostname) ? 'none' : mode;
+  return mode === 'auto' && isLoopbackHost(hostname) ? 'none' : mode;
 }
 
 function encPath(name: string): string {

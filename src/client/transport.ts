@@ -85,10 +85,16 @@ export function tlsOptionsOf(t: TransportOptions = {}): { ca: string[]; rejectUn
   return { ca: trustedCas(t.caFiles), rejectUnauthorized: t.tlsVerify !== false };
 }
 
-/** True for a loopback host (127.0.0.0/8, ::1, localhost). */
+/** True for a loopback host (127.0.0.0/8, ::1, localhost; brackets and case ignored). */
 export function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/** A loopback host or a name under `.localhost` (which resolves to loopback, RFC 6761): never
+ * proxied, and a token realm there may be plain http. */
+export function isLocalhostName(hostname: string): boolean {
+  return isLoopbackHost(hostname) || hostname.toLowerCase().endsWith('.localhost');
 }
 
 function ipv4(s: string): number | undefined {
@@ -142,7 +148,7 @@ export function noProxyMatches(list: string, hostname: string, port: number): bo
 
 /** The proxy a request to `url` goes through, or undefined for a direct connection. */
 export function proxyFor(url: URL, env: Record<string, string | undefined> = process.env): URL | undefined {
-  if (isLoopbackHost(url.hostname)) return undefined;
+  if (isLocalhostName(url.hostname)) return undefined;
   const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
   const noProxy = env.no_proxy ?? env.NO_PROXY;
   if (noProxy && noProxyMatches(noProxy, url.hostname, port)) return undefined;

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HttpClient, HttpResponse } from '../client/http.js';
 import { TransportError } from '../client/errors.js';
-import { isLoopbackHost } from '../client/transport.js';
+import { isLocalhostName } from '../client/transport.js';
 import type { TransportOptions } from '../client/transport.js';
 import { basicHeader, findCredentials, parseChallenge } from './auth.js';
 import type { Challenge, RegistryAuth } from './auth.js';
@@ -155,7 +155,7 @@ export class RegistryClient {
    */
   private async realmCredentials(realm: URL): Promise<{ creds?: RegistryAuth; withheld?: string }> {
     const reg = new URL(this.origin);
-    if (realm.protocol !== 'https:' && !isLoopbackHost(realm.hostname)) return { withheld: `the realm ${realm.origin} is plain http` };
+    if (realm.protocol !== 'https:' && !isLocalhostName(realm.hostname)) return { withheld: `the realm ${realm.origin} is plain http` };
     if (realm.hostname.toLowerCase() === reg.hostname.toLowerCase()) return { creds: await this.credentials() };
     const own = await findCredentials(realm.host, undefined, { own: false });
     return own ? { creds: own } : { withheld: `the realm ${realm.origin} is not on the registry's host ${reg.hostname}` };

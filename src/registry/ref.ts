@@ -1,7 +1,6 @@
 /** `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]` references. */
 import { RegistryError } from './errors.js';
-import { isLoopback } from '../client/http-remote.js';
-import { wantsTls } from '../client/transport.js';
+import { isLoopbackHost, wantsTls } from '../client/transport.js';
 import type { TransportOptions } from '../client/transport.js';
 
 /** A parsed registry reference. */
@@ -35,7 +34,7 @@ export function registryScheme(host: string, opts: { insecure?: boolean; transpo
     return x === h || (!/:\d+$/.test(x) && x === hostname.toLowerCase());
   });
   if (opts.insecure || listed) return 'http';
-  if (isLoopback(hostname) && !wantsTls(opts.transport)) return 'http';
+  if (isLoopbackHost(hostname) && !wantsTls(opts.transport)) return 'http';
   return 'https';
 }
 
