@@ -321,7 +321,7 @@ export class HttpClient {
     if (this.base.protocol === 'https:' && this.proxy) {
       this.agent = new TunnelAgent(this.proxy, tls!, agentOpts);
       this.doRequest = httpsRequest;
-    } else if (this.base.protocol === 'https:' || this.proxy?.protocol === 'https:') {
+    } else if (httpsHop) {
       this.agent = new HttpsAgent({ ...agentOpts, ...tls });
       this.doRequest = httpsRequest;
     } else {
