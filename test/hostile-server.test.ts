@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { PULL_CLI, makeImageFamily, makeKey, signTag, snapshotStore, startServe } from './pull-fixtures.js';
+import { PULL_CLI, makeImageFamily, signFamily, snapshotStore, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
 import { makeTestCa, registryMissing, startRegistry } from './registry-fixtures.js';
 
@@ -30,10 +30,7 @@ let srv: ServeProcess;
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'cfsdist-hostile-server-'));
   fam = await makeImageFamily(join(work, 'server'));
-  const k = await makeKey(join(work, 'keys'));
-  pub = k.pub;
-  await signTag(fam.storeDir, fam.name, 'v1', k.key);
-  await signTag(fam.storeDir, fam.name, 'v2', k.key);
+  pub = await signFamily(fam, join(work, 'keys'));
   srv = await startServe(fam.storeDir);
 });
 

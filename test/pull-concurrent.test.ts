@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
 import { toHex } from '../src/verity/digest.js';
-import { bytesOf, cleanup, makeImageFamily, makeKey, runCli, signTag, startServe } from './pull-fixtures.js';
+import { bytesOf, cleanup, makeImageFamily, runCli, signFamily, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
 
 const CLIENTS = 20;
@@ -26,9 +26,7 @@ let pub = '';
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cfsdist-conc-'));
   fam = await makeImageFamily(join(dir, 'server'), { files: 200, large: [16 << 20, 1200 * 1024] });
-  const k = await makeKey(join(dir, 'keys'));
-  pub = k.pub;
-  await signTag(fam.storeDir, fam.name, 'v2', k.key);
+  pub = await signFamily(fam, join(dir, 'keys'), ['v2']);
   srv = await startServe(fam.storeDir);
 });
 

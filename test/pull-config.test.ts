@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Store } from '../src/store/store.js';
-import { cleanup, makeImageFamily, makeKey, runCli, signTag, snapshotStore, startServe } from './pull-fixtures.js';
+import { cleanup, makeImageFamily, runCli, signFamily, snapshotStore, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
 
 let dir = '';
@@ -28,10 +28,7 @@ before(async () => {
   // v1 as an imported container image would be: with its config. v2 without (an old statement).
   assert.equal(await store.addConfig(CONFIG), CONFIG_DIGEST);
   await store.setTag(fam.name, 'v1', fam.v1.image, { config: CONFIG_DIGEST, platform: 'linux/amd64' });
-  const k = await makeKey(join(dir, 'keys'));
-  pub = k.pub;
-  await signTag(fam.storeDir, fam.name, 'v1', k.key);
-  await signTag(fam.storeDir, fam.name, 'v2', k.key);
+  pub = await signFamily(fam, join(dir, 'keys'));
   srv = await startServe(fam.storeDir);
 });
 

@@ -19,7 +19,7 @@ import { ProgressLine } from '../src/client/progress.js';
 import type { PullSummary } from '../src/client/pull.js';
 import { toHex } from '../src/verity/digest.js';
 import { notRoot } from './helpers.js';
-import { bytesOf, cleanup, makeImageFamily, makeKey, newObjects, runCli, signTag, snapshotStore, startServe, treeFiles } from './pull-fixtures.js';
+import { bytesOf, cleanup, makeImageFamily, newObjects, runCli, signFamily, snapshotStore, startServe, treeFiles } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
 
 let dir = '';
@@ -31,10 +31,7 @@ let client = '';
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cfsdist-pull-'));
   fam = await makeImageFamily(join(dir, 'server'));
-  const k = await makeKey(join(dir, 'keys'));
-  pub = k.pub;
-  await signTag(fam.storeDir, fam.name, 'v1', k.key);
-  await signTag(fam.storeDir, fam.name, 'v2', k.key);
+  pub = await signFamily(fam, join(dir, 'keys'));
   srv = await startServe(fam.storeDir);
   client = join(dir, 'client');
 });

@@ -173,6 +173,13 @@ export async function signTag(storeDir: string, name: string, tag: string, keyPa
   return signImage(store, name, tag, await loadPrivateKey(keyPath), opts);
 }
 
+/** Sign `tags` of a family with a new key made in `keysDir`; the public key's path. */
+export async function signFamily(fam: ImageFamily, keysDir: string, tags: string[] = ['v1', 'v2']): Promise<string> {
+  const k = await makeKey(keysDir);
+  for (const tag of tags) await signTag(fam.storeDir, fam.name, tag, k.key);
+  return k.pub;
+}
+
 /** Result of a CLI run. */
 export interface CliResult {
   code: number | null;

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ObjectDir, Store } from '../src/store/store.js';
 import { toHex } from '../src/verity/digest.js';
-import { PULL_CLI, cleanup, makeImageFamily, makeKey, runCli, signTag, startServe } from './pull-fixtures.js';
+import { PULL_CLI, cleanup, makeImageFamily, runCli, signFamily, startServe } from './pull-fixtures.js';
 import type { ImageFamily, ServeProcess } from './pull-fixtures.js';
 
 const TRIALS = 32;
@@ -27,9 +27,7 @@ let pub = '';
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cfsdist-kill-'));
   fam = await makeImageFamily(join(dir, 'server'));
-  const k = await makeKey(join(dir, 'keys'));
-  pub = k.pub;
-  await signTag(fam.storeDir, fam.name, 'v2', k.key);
+  pub = await signFamily(fam, join(dir, 'keys'), ['v2']);
   srv = await startServe(fam.storeDir);
 });
 
