@@ -7,14 +7,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, readFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, readFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Store } from '../src/store/store.js';
-import { openSource } from '../src/oci/source.js';
-import { importImage } from '../src/oci/import.js';
-import { debianImage, debianImageUnavailable } from './fixtures/oci/debian-image.js';
-import { fuseUnavailable, mountAt, readMountInfo, resolveImageRef } from '../src/mount/index.js';
+import { debianImageUnavailable } from './fixtures/oci/debian-image.js';
+import { debianStore, removeUnlessMounted, storeWithoutObjects } from './mount-fixtures.js';
+import { fuseUnavailable, mountAt, resolveImageRef } from '../src/mount/index.js';
 import { DirectoryFetcher, FETCH_DEADLINE_MS, FetchTimeoutError, fetchWithDeadline } from '../src/mount/fetcher.js';
 import type { ObjectFetcher } from '../src/mount/fetcher.js';
 import { fetchDeadline, mountFuse } from '../src/mount/fuse/index.js';
@@ -77,18 +75,10 @@ let rootfs: string;
 
 before(async () => {
   if (skip) return;
-  const img = await debianImage();
-  rootfs = img.rootfs;
-  work = realpathSync(mkdtempSync(join(tmpdir(), 'cfsdist-fuse-conc-')));
-  storeDir = join(work, 'store');
-  const store = await Store.open(storeDir, { create: true });
-  await importImage(await openSource(`oci:${img.layout}:final`), store, { name: 'debian', tag: 'final', sync: false });
+  ({ work, storeDir, rootfs } = await debianStore('cfsdist-fuse-conc-'));
 });
 
-after(() => {
-  if (!work) return;
-  if (!readMountInfo().some((m) => m.mountpoint.startsWith(work))) rmSync(work, { recursive: true, force: true });
-});
+after(() => removeUnlessMounted(work));
 
 /** Copies objects from the full test store, except those in `stall`: their fetch never ends
  * (until its signal aborts it). */
@@ -131,9 +121,7 @@ async function digestOf(rel: string): Promise<string> {
 /** Mount debian:final with FUSE from a store that has the image but no objects (except the
  * objects of `localFiles`), fetching from the full store, stalling the objects of `stallFiles`. */
 async function lazyMount(name: string, o: { stallFiles: string[]; localFiles?: string[]; fetchDeadlineMs?: number }): Promise<LazyMount> {
-  const local = join(work, `${name}-store`);
-  mkdirSync(join(local, 'objects'), { recursive: true });
-  for (const d of ['images', 'tags']) cpSync(join(storeDir, d), join(local, d), { recursive: true });
+  const local = storeWithoutObjects(storeDir, join(work, `${name}-store`));
   for (const f of o.localFiles ?? []) {
     const hex = await digestOf(f);
     mkdirSync(join(local, 'objects', hex.slice(0, 2)), { recursive: true });

@@ -8,16 +8,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, closeSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, REPO, runCli } from './helpers.js';
 import { pathToFileURL } from 'node:url';
-import { Store } from '../src/store/store.js';
-import { openSource } from '../src/oci/source.js';
-import { importImage } from '../src/oci/import.js';
-import { debianImage, debianImageUnavailable } from './fixtures/oci/debian-image.js';
-import { fuseUnavailable, listStates, mountAt, readMountInfo, waitForMount } from '../src/mount/index.js';
+import { debianImageUnavailable } from './fixtures/oci/debian-image.js';
+import { debianStore, removeUnlessMounted, storeWithoutObjects } from './mount-fixtures.js';
+import { fuseUnavailable, listStates, mountAt, waitForMount } from '../src/mount/index.js';
 import { logPath, statePath } from '../src/mount/state.js';
 
 function skipReason(): string | false {
@@ -36,18 +33,10 @@ let rootfs: string;
 
 before(async () => {
   if (skip) return;
-  const img = await debianImage();
-  rootfs = img.rootfs;
-  work = mkdtempSync(join(tmpdir(), 'cfsdist-mount-fuse-'));
-  storeDir = join(work, 'store');
-  const store = await Store.open(storeDir, { create: true });
-  await importImage(await openSource(`oci:${img.layout}:final`), store, { name: 'debian', tag: 'final', sync: false });
+  ({ work, storeDir, rootfs } = await debianStore('cfsdist-mount-fuse-'));
 });
 
-after(() => {
-  if (!work) return;
-  if (!readMountInfo().some((m) => m.mountpoint.startsWith(work))) rmSync(work, { recursive: true, force: true });
-});
+after(() => removeUnlessMounted(work));
 
 function newMountpoint(name: string): string {
   const mp = join(work, name);
@@ -57,10 +46,7 @@ function newMountpoint(name: string): string {
 
 /** A store with the image and tag of the test store but no objects. */
 function emptyStore(name: string): string {
-  const dir = join(work, name);
-  mkdirSync(join(dir, 'objects'), { recursive: true });
-  for (const d of ['images', 'tags']) cpSync(join(storeDir, d), join(dir, d), { recursive: true });
-  return dir;
+  return storeWithoutObjects(storeDir, join(work, name));
 }
 
 function mountFuse(mp: string, store: string, extra: string[] = []): number {

@@ -8,14 +8,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, lstatTree, runCli, type StatEntry } from './helpers.js';
-import { Store } from '../src/store/store.js';
-import { openSource } from '../src/oci/source.js';
-import { importImage } from '../src/oci/import.js';
-import { debianImage, debianImageUnavailable } from './fixtures/oci/debian-image.js';
+import { debianImageUnavailable } from './fixtures/oci/debian-image.js';
+import { debianStore, removeUnlessMounted } from './mount-fixtures.js';
 import { kernelMountUnavailable, listLoops, mountAt, readMountInfo, runDir } from '../src/mount/index.js';
 import { statePath } from '../src/mount/state.js';
 
@@ -36,20 +33,10 @@ let imagePath: string;
 
 before(async () => {
   if (skip) return;
-  const img = await debianImage();
-  rootfs = img.rootfs;
-  work = mkdtempSync(join(tmpdir(), 'cfsdist-mount-kernel-'));
-  storeDir = join(work, 'store');
-  const store = await Store.open(storeDir, { create: true });
-  const r = await importImage(await openSource(`oci:${img.layout}:final`), store, { name: 'debian', tag: 'final', sync: false });
-  imagePath = store.imagePath(r.image);
+  ({ work, storeDir, rootfs, imagePath } = await debianStore('cfsdist-mount-kernel-'));
 });
 
-after(() => {
-  if (!work) return;
-  // Never delete through a mount that a failed test left behind.
-  if (!readMountInfo().some((m) => m.mountpoint.startsWith(work))) rmSync(work, { recursive: true, force: true });
-});
+after(() => removeUnlessMounted(work));
 
 function newMountpoint(name: string): string {
   const mp = join(work, name);
