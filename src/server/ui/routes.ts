@@ -17,11 +17,14 @@ import { tagStatement } from '../../sign/records.js';
 import { parseEnvelope } from '../../sign/dsse.js';
 import { parseStatementPayload } from '../../sign/statement.js';
 import { ErofsImage, FileSource } from '../../erofs/reader.js';
+import { LAYOUT_CHUNK_BASED } from '../../erofs/format.js';
 import { fromHex, isHexDigest, toHex } from '../../verity/digest.js';
 import { HttpStatusError, sendJson } from '../http-util.js';
 import { deltaPath } from '../../delta/store.js';
 import { zpatchAvailable } from '../../delta/zpatch.js';
 import { APP_CSS, APP_JS, PAGE_HTML } from './page.js';
+import { S_IFDIR, S_IFMT, S_IFREG, fileTypeOf } from '../../tree/tree.js';
+import type { FileType } from '../../tree/tree.js';
 
 /** What the UI needs from the server. */
 export interface UiContext {
@@ -36,10 +39,6 @@ export const EXPIRY_WARNING_MS = 7 * 24 * 3600 * 1000;
 /** Most images of one name the sharing view compares. */
 const MAX_SHARE_IMAGES = 32;
 
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFREG = 0o100000;
-const S_IFLNK = 0o120000;
 
 /** Headers of every UI response: no framing, no sniffing, scripts only from this server. */
 const SECURITY: Record<string, string> = {
@@ -77,25 +76,30 @@ function valueFields(b: Buffer): { value: string } | { valueHex: string } {
   return s !== undefined && !/[\x00-\x08\x0e-\x1f\x7f]/.test(s) ? { value: s } : { valueHex: b.toString('hex') };
 }
 
+/** The type names of the JSON API, by tree file type. */
+const TYPE_NAMES: Record<FileType, string> = { reg: 'file', dir: 'dir', lnk: 'symlink', chr: 'chardev', blk: 'blockdev', fifo: 'fifo', sock: 'socket' };
+
 function typeName(mode: number): string {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return 'dir';
-    case S_IFREG:
-      return 'file';
-    case S_IFLNK:
-      return 'symlink';
-    case 0o020000:
-      return 'chardev';
-    case 0o060000:
-      return 'blockdev';
-    case 0o010000:
-      return 'fifo';
-    case 0o140000:
-      return 'socket';
-    default:
-      return 'unknown';
+  const t = fileTypeOf(mode);
+  return t ? TYPE_NAMES[t] : 'unknown';
+}
+
+/** Count and bytes of some objects (a missing object counts no bytes). */
+interface ObjectTally {
+  count: number;
+  bytes: number;
+}
+
+/** The objects of `b` split by whether `a` has them (`a` undefined: none has). */
+function splitObjects(a: ImageFacts | undefined, b: ImageFacts): { inA: ObjectTally; notInA: ObjectTally } {
+  const inA = { count: 0, bytes: 0 };
+  const notInA = { count: 0, bytes: 0 };
+  for (const [k, s] of b.objects) {
+    const t = a?.objects.has(k) ? inA : notInA;
+    t.count++;
+    t.bytes += Math.max(0, s);
   }
+  return { inA, notInA };
 }
 
 /** A non-negative integer query parameter. */
@@ -130,13 +134,15 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
   };
   const json = (res: ServerResponse, value: unknown): void => sendJson(res, 200, value, { ...SECURITY, 'Cache-Control': 'no-cache' });
 
-  const imageOf = async (url: URL): Promise<Buffer> => {
-    const h = url.searchParams.get('image') ?? '';
-    if (!isHexDigest(h)) throw new HttpStatusError(400, 'image must be an image digest (64 hex)');
+  /** The image a query parameter names (`orNone`: the message says `none` is allowed too). */
+  const imageParam = async (url: URL, key: string, orNone = false): Promise<Buffer> => {
+    const h = url.searchParams.get(key) ?? '';
+    if (!isHexDigest(h)) throw new HttpStatusError(400, `${key} must be an image digest (64 hex)${orNone ? ' or none' : ''}`);
     const d = fromHex(h);
     if (!(await store.hasImage(d))) throw new HttpStatusError(404, `image ${h} not found`);
     return d;
   };
+  const imageOf = (url: URL): Promise<Buffer> => imageParam(url, 'image');
 
   /** The image read lazily; errors name its digest, not its path in the store. */
   const openImage = (d: Buffer): ErofsImage => {
@@ -250,7 +256,7 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
         if (type === 'file') {
           if (st.digest) row.object = toHex(st.digest);
           else if (st.payload) row.object = st.payload.toString('latin1').replace('/', '');
-          row.storage = st.raw.layout === 4 ? 'object' : 'inline';
+          row.storage = st.raw.layout === LAYOUT_CHUNK_BASED ? 'object' : 'inline';
         }
         if (st.xattrs.length > 0) row.xattrs = st.xattrs.map((x) => ({ key: nameFields(x.key).name, ...valueFields(x.value) }));
         return row;
@@ -274,7 +280,7 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
       const st = img.stat(nid);
       if ((st.mode & S_IFMT) !== S_IFREG) throw new HttpStatusError(400, 'not a regular file');
       size = st.size;
-      if (st.raw.layout === 4) {
+      if (st.raw.layout === LAYOUT_CHUNK_BASED) {
         if (!st.digest) throw new HttpStatusError(404, 'the file names no object digest');
         objectPath = store.objects.path(st.digest);
       } else inline = img.readData(nid);
@@ -319,31 +325,11 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
 
   /** What a pull of WANT fetches into a store holding HAVE's objects (or nothing). */
   const plan = async (res: ServerResponse, url: URL): Promise<void> => {
-    const digestParam = async (key: string): Promise<Buffer> => {
-      const h = url.searchParams.get(key) ?? '';
-      if (!isHexDigest(h)) throw new HttpStatusError(400, `${key} must be an image digest (64 hex)${key === 'have' ? ' or none' : ''}`);
-      const d = fromHex(h);
-      if (!(await store.hasImage(d))) throw new HttpStatusError(404, `image ${h} not found`);
-      return d;
-    };
     const haveText = url.searchParams.get('have') ?? 'none';
-    const have = haveText === 'none' || haveText === '' ? undefined : await digestParam('have');
-    const want = await digestParam('want');
+    const have = haveText === 'none' || haveText === '' ? undefined : await imageParam(url, 'have', true);
+    const want = await imageParam(url, 'want');
     const w = await factsOf(want);
-    const h = have ? await factsOf(have) : undefined;
-    let fetchCount = 0;
-    let fetchBytes = 0;
-    let presentCount = 0;
-    let presentBytes = 0;
-    for (const [k, s] of w.objects) {
-      if (h?.objects.has(k)) {
-        presentCount++;
-        presentBytes += Math.max(0, s);
-      } else {
-        fetchCount++;
-        fetchBytes += Math.max(0, s);
-      }
-    }
+    const { inA: present, notInA: fetch } = splitObjects(have ? await factsOf(have) : undefined, w);
     const same = have !== undefined && have.equals(want);
     const imageBytes = same ? 0 : w.size;
     const delta = have && !same ? await deltaOf(have, want, w.size) : undefined;
@@ -354,11 +340,11 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
       want: toHex(want),
       wantTags: tags,
       needed: { count: w.objects.size, bytes: w.objectBytes },
-      present: { count: presentCount, bytes: presentBytes },
-      fetch: { count: fetchCount, bytes: fetchBytes },
+      present,
+      fetch,
       imageBytes,
       delta: delta ?? null,
-      transferBytes: fetchBytes + metadataBytes,
+      transferBytes: fetch.bytes + metadataBytes,
     });
   };
 
@@ -414,15 +400,8 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
       for (let j = i + 1; j < list.length; j++) {
         const a = await factsOf(fromHex(list[i]!.image));
         const b = await factsOf(fromHex(list[j]!.image));
-        let objects = 0;
-        let bytes = 0;
-        for (const [k, s] of a.objects) {
-          if (b.objects.has(k)) {
-            objects++;
-            if (s > 0) bytes += s;
-          }
-        }
-        pairs.push({ a: list[i]!.image, b: list[j]!.image, sharedObjects: objects, sharedBytes: bytes });
+        const shared = splitObjects(b, a).inA;
+        pairs.push({ a: list[i]!.image, b: list[j]!.image, sharedObjects: shared.count, sharedBytes: shared.bytes });
       }
     }
     const result: Record<string, unknown> = { name, images: list, pairs };
@@ -439,29 +418,10 @@ export function makeUiHandler(ctx: UiContext): (req: IncomingMessage, res: Serve
       const bd = pick(to);
       const a = await factsOf(ad);
       const b = await factsOf(bd);
-      let added = 0;
-      let addedBytes = 0;
-      let removed = 0;
-      let removedBytes = 0;
-      let kept = 0;
-      let keptBytes = 0;
-      for (const [k, s] of b.objects) {
-        if (a.objects.has(k)) {
-          kept++;
-          keptBytes += Math.max(0, s);
-        } else {
-          added++;
-          addedBytes += Math.max(0, s);
-        }
-      }
-      for (const [k, s] of a.objects) {
-        if (!b.objects.has(k)) {
-          removed++;
-          removedBytes += Math.max(0, s);
-        }
-      }
+      const { inA: kept, notInA: added } = splitObjects(a, b);
+      const removed = splitObjects(b, a).notInA;
       const delta = await deltaOf(ad, bd, b.size);
-      result.update = { from, to, added, addedBytes, removed, removedBytes, kept, keptBytes, imageBytes: ad.equals(bd) ? 0 : b.size, delta: delta ?? null };
+      result.update = { from, to, added: added.count, addedBytes: added.bytes, removed: removed.count, removedBytes: removed.bytes, kept: kept.count, keptBytes: kept.bytes, imageBytes: ad.equals(bd) ? 0 : b.size, delta: delta ?? null };
     }
     json(res, result);
   };
