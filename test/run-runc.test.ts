@@ -124,6 +124,13 @@ test('exit status passes through; --read-only refuses writes; stdout carries onl
   assert.match(r.stderr, /Read-only/i);
 });
 
+test('a relative --store: the container runs and --rm leaves nothing (the mount is found by its absolute path)', { skip }, () => {
+  const r = spawnSync(process.execPath, [CLI, '--store', 'store', 'run', '--rm', '--no-verity', 'bb:cmd', 'sh', '-c', 'echo hi > /tmp/x; cat /tmp/x'], { cwd: work, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'hi\n');
+  assert.deepEqual(leftovers(), []);
+});
+
 test('SIGTERM to cfsdist run reaches the container; everything is removed after', { skip }, async () => {
   const child = spawn(process.execPath, [CLI, '--store', store, 'run', '--no-verity', 'bb:cmd', 'sh', '-c', 'trap "echo got-TERM; exit 143" TERM; echo ready; while :; do sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -50,7 +50,7 @@ import { mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/pr
 import type { FileHandle } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
 import { ObjectDir } from './objects.js';
 
@@ -179,6 +179,8 @@ export class Store {
   readonly containersDir: string;
 
   private constructor(dir: string, opts: { enableVerity?: boolean; fsync?: boolean }) {
+    // Absolute: mount points, mount options and records name paths the kernel reports as absolute.
+    dir = resolve(dir);
     this.dir = dir;
     this.imagesDir = join(dir, 'images');
     this.tagsDir = join(dir, 'tags');
