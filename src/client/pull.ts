@@ -40,6 +40,7 @@ import { PullError } from './errors.js';
 import type { DeltaKind, FetchedObject, Remote, WireStats } from './remote.js';
 import { UnpackPool, isUnit, unitBytes, unitCount } from './unpack.js';
 import type { PackedUnit } from './unpack.js';
+import { trace } from '../trace.js';
 
 /** Progress of a pull. */
 export interface PullProgress {
@@ -289,6 +290,10 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const progress: PullProgress = { phase: 'statement', objectsDone: 0, objectsTotal: 0, bytesDone: 0, bytesTotal: 0 };
   const report = (): void => opts.onProgress?.({ ...progress });
   report();
+  trace('pull: start');
+  // The store's fs-verity probe (a process) runs while the statement is fetched; fetch and
+  // commit ask for its cached answer.
+  if (!dryRun) void store.objects.verity.probe();
 
   // 1. Statement.
   const records = new SignRecords(store.dir);
@@ -332,6 +337,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   // The config the statement names: the local copy, or the remote's checked against it —
   // before anything is fetched or committed.
   const config = s.config ? await pullConfig(opts, s.config, where) : undefined;
+  trace('pull: statement verified');
 
   const lease = dryRun ? undefined : await store.lease();
   let ingest: Ingest | undefined;
@@ -391,6 +397,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       areaImage = true;
     }
 
+    trace('pull: image');
     // 3. Objects the image needs.
     let facts: ImageFacts;
     try {
@@ -403,6 +410,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       throw new PullError('IMAGE_MISMATCH', `image ${s.image}: needs ${facts.count} objects of ${facts.totalSize} bytes, the statement says ${s.objectCount} of ${s.objectSize}`);
     }
 
+    trace('pull: image read');
     // 4. Plan.
     progress.phase = 'plan';
     report();
@@ -444,6 +452,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       return summary;
     }
 
+    trace('pull: planned');
     // 5. Fetch (the kernel signature, optional, is asked for meanwhile).
     const sigP = remote.getFsveritySignature(image);
     sigP.catch(() => undefined);
@@ -455,6 +464,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     summary.objects.fetched = toFetch.length;
     summary.bytes.fetched = progress.bytesTotal;
 
+    trace('pull: fetched');
     // 6. Commit.
     progress.phase = 'commit';
     report();
@@ -477,6 +487,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     await commitStatement(store, records, name, tag, image, meta, s.version, envelope);
     await records.writeAccepted(name, tag, { version: s.version, image: s.image, keyid: v.keyid, remote: remote.location, at: new Date().toISOString() });
     await ingest!.remove();
+    trace('pull: committed');
     progress.phase = 'done';
     report();
     summary.wire = statsDiff(remote.stats(), wire0);

@@ -34,6 +34,7 @@ import type { ImageRunConfig } from './command.js';
 import { resolveUser } from './user.js';
 import { runtimeSpec } from './spec.js';
 import { readInRoot, resolveInRoot } from './rootfs.js';
+import { trace } from '../trace.js';
 
 /** What is recorded about a container. */
 export interface ContainerRecord {
@@ -398,11 +399,6 @@ export async function runContainer(store: Store, o: RunOptions): Promise<RunResu
     await finish(store, rec, mounted);
     trace('run: cleaned up');
   }
-}
-
-/** With CFSDIST_TRACE set, print milliseconds since process start at each step (stderr). */
-function trace(step: string): void {
-  if (process.env.CFSDIST_TRACE) process.stderr.write(`cfsdist: ${performance.now().toFixed(1)} ms ${step}\n`);
 }
 
 /** After a run: runtime state, mounts, and the directory unless the container is kept. */
