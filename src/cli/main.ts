@@ -15,6 +15,7 @@ import { register as registerPull } from './commands/pull.js';
 import { register as registerMount } from './commands/mount.js';
 import { register as registerDemo } from './commands/demo.js';
 import { register as registerRun } from './commands/run.js';
+import { register as registerDaemon } from './commands/daemon.js';
 
 /** The version in package.json (read once, at start-up; the CLI runs from dist/src/cli/). */
 export function packageVersion(): string {
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   registerPull(program);
   registerMount(program);
   registerRun(program);
+  registerDaemon(program);
   registerDemo(program);
   // Global flags are accepted after the subcommand as well.
   for (const cmd of program.commands) addGlobalFlags(cmd);

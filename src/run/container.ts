@@ -144,6 +144,8 @@ export interface CreateOptions {
   keep?: boolean;
   /** Root filesystem mount point (bundle: DIR/rootfs); default the container's rootfs/. */
   rootfs?: string;
+  /** Owning process (`<pid>-<starttime>`; default this one). */
+  owner?: string;
 }
 
 /** Make a container's directory and record (under a lease: from then on gc keeps its image).
@@ -173,7 +175,7 @@ export async function createContainer(store: Store, o: CreateOptions): Promise<{
       image: toHex(image.digest),
       ref: o.ref,
       config: image.meta.config,
-      owner: selfId(),
+      owner: o.owner ?? selfId(),
       keep: Boolean(o.keep),
       rootfs: o.rootfs ?? join(dir, 'rootfs'),
       created: new Date().toISOString(),
@@ -324,13 +326,7 @@ export async function findRuntime(name: string): Promise<string> {
 }
 
 /** Options of `runContainer`. */
-export interface RunOptions extends ProcessOptions, RootfsOptions {
-  ref: string;
-  name?: string;
-  /** Remove the container on exit even with a name. */
-  rm?: boolean;
-  /** Runtime executable (default `runc`). */
-  runtime?: string;
+export interface RunOptions extends PrepareOptions {
   /** Stdio of the container (default inherit). */
   stdio?: 'inherit' | 'pipe';
   /** Called once the runtime process started (tests, progress). */
@@ -348,28 +344,45 @@ export interface RunResult {
   kept: boolean;
 }
 
-/** Create, mount, start and wait for a container; remove what it used when it exits (see the
- * file comment). SIGINT, SIGTERM and SIGHUP of this process are passed to the runtime, which
- * passes them on to the container's process. */
-export async function runContainer(store: Store, o: RunOptions): Promise<RunResult> {
-  trace('run: start');
+/** A container created and mounted, its spec written: ready for the runtime. */
+export interface PreparedContainer {
+  rec: ContainerRecord;
+  /** The bundle directory (STORE/containers/ID: config.json, rootfs/). */
+  dir: string;
+  mounted: MountedRootfs;
+  /** Runtime executable (absolute) and its state root. */
+  runtime: string;
+  runtimeRoot: string;
+}
+
+/** Options of `prepareContainer`. */
+export interface PrepareOptions extends ProcessOptions, RootfsOptions {
+  ref: string;
+  /** `--name`; kept after exit unless `rm`. */
+  name?: string;
+  /** Remove the container on exit even with a name. */
+  rm?: boolean;
+  /** Runtime executable (default `runc`, looked up on $PATH). */
+  runtime?: string;
+  /** `<pid>-<starttime>` of the process that runs the runtime and owns the container (default
+   * this one; the daemon prepares for a client). */
+  owner?: string;
+  /** Where `-e KEY` (no value) takes values from (default process.env). */
+  hostEnv?: NodeJS.ProcessEnv;
+}
+
+/** Create the container, mount its rootfs, write its runtime spec and record it running. On
+ * failure everything made is removed. */
+export async function prepareContainer(store: Store, o: PrepareOptions): Promise<PreparedContainer> {
   const runtime = await findRuntime(o.runtime ?? 'runc');
   const keep = Boolean(o.name) && !o.rm;
-  const { record: rec, image, dir } = await createContainer(store, { ref: o.ref, kind: 'run', name: o.name, keep });
+  const { record: rec, image, dir } = await createContainer(store, { ref: o.ref, kind: 'run', name: o.name, keep, owner: o.owner });
   trace('run: container created');
   let mounted: MountedRootfs | undefined;
-  const forward: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  let pending: NodeJS.Signals | undefined;
-  let child: import('node:child_process').ChildProcess | undefined;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (child?.pid) child.kill(sig);
-    else pending = sig;
-  };
-  for (const s of forward) process.on(s, onSignal);
   try {
     mounted = await mountRootfs(store, rec, image, o);
     trace(`run: rootfs mounted (${mounted.mode})`);
-    const { spec } = await buildSpec(rec, image, o);
+    const { spec } = await buildSpec(rec, image, o, o.hostEnv);
     trace('run: spec built');
     await writeFile(join(dir, 'config.json'), JSON.stringify(spec, null, 2) + '\n');
     const runtimeRoot = join(dir, 'runtime');
@@ -378,31 +391,87 @@ export async function runContainer(store: Store, o: RunOptions): Promise<RunResu
     rec.runtime = runtime;
     rec.runtimeRoot = runtimeRoot;
     await writeRecord(store, rec);
-    if (pending) throw new RunError('INTERRUPTED', `interrupted (${pending}) before the container started`);
-    const { spawn } = await import('node:child_process');
-    const c = spawn(runtime, ['--root', runtimeRoot, 'run', '--bundle', dir, rec.id], { stdio: o.stdio ?? 'inherit' });
-    child = c;
-    const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      c.on('error', (e) => reject(new RunError('RUNTIME_FAILED', `cannot start ${runtime}: ${e.message}`)));
-      c.on('exit', (code, signal) => resolve({ code, signal }));
-    });
-    trace('run: runtime spawned');
-    o.onStart?.(rec);
-    const r = await done;
-    trace('run: runtime exited');
-    const exitCode = r.code ?? 128 + ((await import('node:os')).constants.signals[r.signal ?? 'SIGKILL'] ?? 9);
-    rec.phase = 'exited';
-    rec.exitCode = exitCode;
-    return { id: rec.id, exitCode, signal: r.signal ?? undefined, mode: mounted.mode, verity: mounted.verity, kept: keep };
+    return { rec, dir, mounted, runtime, runtimeRoot };
+  } catch (e) {
+    await finishContainer(store, rec, mounted);
+    throw e;
+  }
+}
+
+/** How the runtime process ended. */
+export interface RuntimeExit {
+  exitCode: number;
+  /** Signal that ended the runtime process itself, if any. */
+  signal?: string;
+}
+
+/** Run `runtime run` on a prepared bundle and wait for it. SIGINT, SIGTERM and SIGHUP of this
+ * process are passed to the runtime (which passes them on to the container's process) while it
+ * runs; `interrupted()` says whether one came before it started (then it is not started). */
+export async function startRuntime(
+  p: { runtime: string; runtimeRoot: string; dir: string; id: string },
+  o: { stdio?: 'inherit' | 'pipe'; onStart?: () => void; interrupted?: () => NodeJS.Signals | undefined; forward: (child: import('node:child_process').ChildProcess) => void },
+): Promise<RuntimeExit> {
+  const pending = o.interrupted?.();
+  if (pending) throw new RunError('INTERRUPTED', `interrupted (${pending}) before the container started`);
+  const { spawn } = await import('node:child_process');
+  const c = spawn(p.runtime, ['--root', p.runtimeRoot, 'run', '--bundle', p.dir, p.id], { stdio: o.stdio ?? 'inherit' });
+  o.forward(c);
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    c.on('error', (e) => reject(new RunError('RUNTIME_FAILED', `cannot start ${p.runtime}: ${e.message}`)));
+    c.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+  trace('run: runtime spawned');
+  o.onStart?.();
+  const r = await done;
+  trace('run: runtime exited');
+  const exitCode = r.code ?? 128 + ((await import('node:os')).constants.signals[r.signal ?? 'SIGKILL'] ?? 9);
+  return { exitCode, signal: r.signal ?? undefined };
+}
+
+/** Signals passed on to the runtime; before it starts they are remembered (and stop the start). */
+export function signalForwarder(): { interrupted: () => NodeJS.Signals | undefined; forward: (child: import('node:child_process').ChildProcess) => void; dispose: () => void } {
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  let pending: NodeJS.Signals | undefined;
+  let child: import('node:child_process').ChildProcess | undefined;
+  const on = (sig: NodeJS.Signals): void => {
+    if (child?.pid) child.kill(sig);
+    else pending = sig;
+  };
+  for (const s of signals) process.on(s, on);
+  return {
+    interrupted: () => pending,
+    forward: (c) => {
+      child = c;
+    },
+    dispose: () => {
+      for (const s of signals) process.off(s, on);
+    },
+  };
+}
+
+/** Create, mount, start and wait for a container; remove what it used when it exits (see the
+ * file comment). SIGINT, SIGTERM and SIGHUP of this process are passed to the runtime, which
+ * passes them on to the container's process. */
+export async function runContainer(store: Store, o: RunOptions): Promise<RunResult> {
+  trace('run: start');
+  const sig = signalForwarder();
+  let p: PreparedContainer | undefined;
+  try {
+    p = await prepareContainer(store, o);
+    const r = await startRuntime({ runtime: p.runtime, runtimeRoot: p.runtimeRoot, dir: p.dir, id: p.rec.id }, { stdio: o.stdio, onStart: () => o.onStart?.(p!.rec), interrupted: sig.interrupted, forward: sig.forward });
+    p.rec.phase = 'exited';
+    p.rec.exitCode = r.exitCode;
+    return { id: p.rec.id, exitCode: r.exitCode, signal: r.signal, mode: p.mounted.mode, verity: p.mounted.verity, kept: p.rec.keep };
   } finally {
-    for (const s of forward) process.off(s, onSignal);
-    await finish(store, rec, mounted);
+    sig.dispose();
+    if (p) await finishContainer(store, p.rec, p.mounted);
     trace('run: cleaned up');
   }
 }
 
 /** After a run: runtime state, mounts, and the directory unless the container is kept. */
-async function finish(store: Store, rec: ContainerRecord, mounted: MountedRootfs | undefined): Promise<void> {
+export async function finishContainer(store: Store, rec: ContainerRecord, mounted: MountedRootfs | undefined): Promise<void> {
   const { removeContainer } = await import('./cleanup.js');
   if (mounted) {
     await deleteRuntimeState(rec);

@@ -39,56 +39,41 @@ export function register(program: Command): void {
     .option('--timeout <seconds>', 'fail when the server sends nothing for this long (default 30)')
     .option('--compress <mode>', 'accepted encodings: auto (zstd or gzip, none to a loopback server), zstd, gzip, none')
     .option('--accept-unsigned', 'OCI registry: where no cfsdist image a trusted key signed is attached to the image, build it locally from its ordinary layers (recorded as unsigned)')
-    .option('--platform <os/arch[/variant]>', 'OCI registry, local build: platform to pick from a multi-platform image (default: this machine)');
+    .option('--platform <os/arch[/variant]>', 'OCI registry, local build: platform to pick from a multi-platform image (default: this machine)')
+    .option('--no-daemon', 'do the pull in this process even when a cfsdist daemon serves the store');
   addTransportOptions(pullCmd, { registry: true });
-  pullCmd.action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string; acceptUnsigned?: boolean; platform?: string } & TransportCliOptions, cmd: Command) => {
+  pullCmd.action(async (ref: string, opts: { trust: string[]; dryRun?: boolean; delta?: boolean; concurrency?: string; timeout?: string; compress?: string; acceptUnsigned?: boolean; platform?: string; daemon?: boolean } & TransportCliOptions, cmd: Command) => {
       const g = globals(cmd);
       const { transportFromCli } = await import('../../client/transport.js');
       const transport = transportFromCli(opts);
       if (transport.creds && !/^docker:\/\//.test(ref)) throw new UsageError('--creds applies to OCI registries (docker://…); a cfsdist server takes a bearer token');
       // A digest pins the image: no signature is needed to build it here.
       if (/^docker:\/\/[^@]+@sha256:/.test(ref)) return buildHere(g, ref, opts, transport);
-      const concurrency = positiveInt(opts.concurrency, '--concurrency', 4);
-      const timeout = seconds(opts.timeout, '--timeout', 30);
-      const { parseRemoteRef, HttpRemote, pull, ProgressLine, humanBytes } = await import('../../client/index.js');
-      const { parseCompressMode } = await import('../../server/compress.js');
-      const { Store } = await import('../../store/store.js');
-      const { loadTrustedKeys } = await import('../../sign/keys.js');
-      const { SignRecords } = await import('../../sign/records.js');
-      const compress = parseCompressMode(opts.compress);
-      let r: { name: string; tag: string };
-      let remote: Remote;
-      if (/^docker:\/\//.test(ref)) {
-        // An OCI registry behind the same pipeline (src/registry; credentials from --creds,
-        // CFSDIST_REGISTRY_USER/PASSWORD or the Docker config file, src/registry/auth.ts).
-        const { openRegistryRemote } = await import('../../registry/open-remote.js');
-        const o = openRegistryRemote(ref, { transport });
-        r = { name: o.name, tag: o.tag };
-        remote = o.remote;
-      } else {
-        const h = parseRemoteRef(ref);
-        r = h;
-        remote = new HttpRemote(h.base, { timeoutMs: timeout * 1000, compress, maxSockets: concurrency + 1, transport });
-      }
-      // A dry run changes nothing: without a store it plans against an empty scratch one.
-      const { existsSync } = await import('node:fs');
-      let scratch: string | undefined;
-      if (opts.dryRun && !existsSync(g.store)) {
-        const { mkdtemp } = await import('node:fs/promises');
-        const { tmpdir } = await import('node:os');
-        const { join } = await import('node:path');
-        scratch = await mkdtemp(join(tmpdir(), 'cfsdist-plan-'));
-      }
-      const store = await Store.open(scratch ?? g.store, { create: !opts.dryRun || scratch !== undefined });
-      const trusted = await loadTrustedKeys(opts.trust, new SignRecords(g.store).trustDir);
-      const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `pull ${r.name}:${r.tag}`) : undefined;
+      const { absolutePaths } = await import('../../client/pull-ref.js');
+      const req = absolutePaths({
+        ref,
+        trust: opts.trust,
+        dryRun: opts.dryRun,
+        deltas: opts.delta !== false,
+        concurrency: positiveInt(opts.concurrency, '--concurrency', 4),
+        timeoutMs: seconds(opts.timeout, '--timeout', 30) * 1000,
+        compress: opts.compress,
+        transport,
+      });
+      const { ProgressLine, humanBytes } = await import('../../client/progress.js');
+      const bar = !g.quiet && !g.json && process.stderr.isTTY ? new ProgressLine(process.stderr, `pull ${ref.replace(/^[a-z]+:\/\/[^/]+\//, '')}`) : undefined;
+      const hooks = {
+        onProgress: bar ? (p: import('../../client/pull.js').PullProgress) => bar.update(p, p.phase !== 'objects') : undefined,
+        onNotice: (line: string) => info(g, `notice: ${line}`),
+      };
       let s;
+      let r: { name: string; tag: string };
       try {
-        s = await pull({
-          store, remote, name: r.name, tag: r.tag, trusted, dryRun: opts.dryRun, concurrency, deltas: opts.delta !== false,
-          onProgress: bar ? (p) => bar.update(p, p.phase !== 'objects') : undefined,
-          onNotice: (line) => info(g, `notice: ${line}`),
-        });
+        // A running `cfsdist daemon` for this store does the pull (warm code, no start-up); the
+        // result, progress and errors are the same as here.
+        const { daemonFor } = await import('../../daemon/client.js');
+        const d = opts.daemon === false ? undefined : await daemonFor(g.store);
+        ({ summary: s, ...r } = d ? await d.pull(req, hooks) : await (await import('../../client/pull-ref.js')).pullRef(g.store, req, hooks));
       } catch (e) {
         const { SignError } = await import('../../sign/errors.js');
         if (e instanceof SignError && (e.code === 'UNSIGNED' || e.code === 'UNTRUSTED') && /^docker:\/\//.test(ref)) {
@@ -96,6 +81,7 @@ export function register(program: Command): void {
           if (opts.acceptUnsigned && !opts.dryRun) {
             info(g, `cfsdist: ${e.message}; building the image locally from its layers (--accept-unsigned)`);
             s = undefined;
+            r = { name: '', tag: '' };
           } else {
             e.message += '. To build it here from its ordinary layers without a cfsdist signature, pull it by digest (docker://HOST/REPO@sha256:…) or with --accept-unsigned';
             throw e;
@@ -103,11 +89,6 @@ export function register(program: Command): void {
         } else throw e;
       } finally {
         bar?.done();
-        remote.close();
-        if (scratch) {
-          const { rm } = await import('node:fs/promises');
-          await rm(scratch, { recursive: true, force: true });
-        }
       }
       if (!s) return buildHere(g, ref, opts, transport);
       if (g.json) return outJson(s);

@@ -47,13 +47,21 @@ export function register(program: Command): void {
     .option('--runtime <path>', 'OCI runtime executable', 'runc')
     .option('--fuse', 'userspace mount of the image (every read verified), also the default where the kernel mount is unavailable')
     .option('--no-verity', 'kernel mount where fs-verity is unavailable: object contents are then NOT verified on read')
+    .option('--no-daemon', 'prepare the container in this process even when a cfsdist daemon serves the store')
     .passThroughOptions()
-    .action(async (ref: string, command: string[], opts: RunOpts, cmd: Command) => {
+    .action(async (ref: string, command: string[], opts: RunOpts & { daemon?: boolean }, cmd: Command) => {
       const g = globals(cmd);
-      const { Store } = await import('../../store/store.js');
-      const { runContainer } = await import('../../run/container.js');
-      const store = await Store.open(g.store).catch(exit125);
-      const r = await runContainer(store, {
+      // A running `cfsdist daemon` prepares and removes the container (warm code); this
+      // process still runs the runtime with its stdio, signals and exit status.
+      const { daemonFor } = await import('../../daemon/client.js');
+      const d = opts.daemon === false ? undefined : await daemonFor(g.store);
+      const go = async (o: import('../../run/container.js').RunOptions): Promise<import('../../run/container.js').RunResult> => {
+        if (d) return d.run(g.store, o);
+        const { Store } = await import('../../store/store.js');
+        const { runContainer } = await import('../../run/container.js');
+        return runContainer(await Store.open(g.store), o);
+      };
+      const r = await go({
         ref,
         command,
         name: opts.name,
