@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanup, makeImageFamily, makeKey, runCli, signTag, PULL_CLI } from './pull-fixtures.js';
@@ -73,6 +73,38 @@ test('push and pull over https to a real docker-registry with --ca-file; without
   const unverified = await runCli(['pull', ref, '--store', join(dir, 'c2'), '--trust', pub, '--creds', creds, '--tls-verify=false']);
   assert.equal(unverified.code, 0, unverified.stderr);
   assert.match(unverified.stdout, /pulled test\/app:v1/);
+});
+
+test('NODE_EXTRA_CA_CERTS naming the CA: a pull over https works as the command (bin/cfsdist through sh, which hands the file to cfsdist instead of Node) and as node bin/cfsdist', { skip }, async () => {
+  const ref = `docker://${reg.host}/test/app:v1`;
+  // The tag exists once the previous test pushed it; push again (idempotent) so this test stands alone.
+  const pushed = await runCli(['push', `${fam.name}:v1`, ref, '--store', fam.storeDir, '--creds', creds, '--ca-file', ca.caCert]);
+  assert.equal(pushed.code, 0, pushed.stderr);
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_EXTRA_CA_CERTS: ca.caCert };
+  delete env.CFSDIST_EXTRA_CA_CERTS;
+  const direct = spawnSync(PULL_CLI, ['pull', ref, '--store', join(dir, 'e1'), '--trust', pub, '--creds', creds, '--tls-verify=true'], { encoding: 'utf8', env });
+  assert.equal(direct.status, 0, direct.stderr);
+  assert.match(direct.stdout, /pulled test\/app:v1/);
+  const viaNode = await runCli(['pull', ref, '--store', join(dir, 'e2'), '--trust', pub, '--creds', creds, '--tls-verify=true'], { env: { NODE_EXTRA_CA_CERTS: ca.caCert } });
+  assert.equal(viaNode.code, 0, viaNode.stderr);
+  // Without the variable the same pull is refused: the CA came from it.
+  const without = await runCli(['pull', ref, '--store', join(dir, 'e3'), '--trust', pub, '--creds', creds, '--tls-verify=true'], { env: { NODE_EXTRA_CA_CERTS: '', CFSDIST_EXTRA_CA_CERTS: '' } });
+  assert.notEqual(without.code, 0);
+  assert.match(without.stderr, certError(reg.host));
+  // The Node process the launcher starts (exec: same pid) has the file as CFSDIST_EXTRA_CA_CERTS only.
+  const proc = spawn(PULL_CLI, ['daemon', '--store', join(dir, 'e1'), '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      proc.stdout!.once('data', () => resolve());
+      proc.once('close', (c) => reject(new Error(`daemon exited ${c}`)));
+    });
+    const vars = readFileSync(`/proc/${proc.pid}/environ`, 'latin1').split('\0');
+    assert.ok(vars.includes(`CFSDIST_EXTRA_CA_CERTS=${ca.caCert}`), 'CFSDIST_EXTRA_CA_CERTS set');
+    assert.ok(!vars.some((v) => v.startsWith('NODE_EXTRA_CA_CERTS=')), 'NODE_EXTRA_CA_CERTS unset for Node');
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('close', r));
+  }
 });
 
 test('import docker:// over https: --ca-file and --tls-verify=false work, no CA is a certificate error', { skip }, async () => {

@@ -58,24 +58,40 @@ export function systemCaBundle(): string | null {
 
 const caCache = new Map<string, string[]>();
 
-/** The `ca` list for TLS connections: bundled roots, the system bundle, then `caFiles`. */
+/** The extra CA file the environment names: CFSDIST_EXTRA_CA_CERTS (bin/cfsdist moves
+ * NODE_EXTRA_CA_CERTS there, see its comment), else NODE_EXTRA_CA_CERTS itself — which Node
+ * would not apply to our connections, since each passes its own `ca` list. */
+export function extraCaFile(env: Record<string, string | undefined> = process.env): { file: string; from: string } | undefined {
+  for (const from of ['CFSDIST_EXTRA_CA_CERTS', 'NODE_EXTRA_CA_CERTS']) {
+    const file = env[from];
+    if (file) return { file, from };
+  }
+  return undefined;
+}
+
+function readPem(file: string, what: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new TransportError('BAD_CA', `${what} ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new TransportError('BAD_CA', `${what} ${file}: no PEM certificate in it`);
+  return pem;
+}
+
+/** The `ca` list for TLS connections: bundled roots, the system bundle, the environment's extra
+ * CA file (extraCaFile), then `caFiles`. */
 export function trustedCas(caFiles: string[] = []): string[] {
-  const key = caFiles.join('\0');
+  const extra = extraCaFile();
+  const key = [extra?.file ?? '', ...caFiles].join('\0');
   let cas = caCache.get(key);
   if (cas) return cas;
   cas = [...rootCertificates];
   const sys = systemCaBundle();
   if (sys) cas.push(sys);
-  for (const f of caFiles) {
-    let pem: string;
-    try {
-      pem = readFileSync(f, 'utf8');
-    } catch (err) {
-      throw new TransportError('BAD_CA', `--ca-file ${f}: ${(err as Error).message}`, { cause: err });
-    }
-    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new TransportError('BAD_CA', `--ca-file ${f}: no PEM certificate in it`);
-    cas.push(pem);
-  }
+  if (extra && !(sys && extra.file === SYSTEM_CA_BUNDLE)) cas.push(readPem(extra.file, extra.from));
+  for (const f of caFiles) cas.push(readPem(f, '--ca-file'));
   caCache.set(key, cas);
   return cas;
 }
