@@ -199,3 +199,17 @@ test('hostile connections: an oversized request line is refused, a silent one is
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a daemon killed with SIGKILL leaves its socket: commands then work alone, and a new daemon takes the socket over', async () => {
+  daemon!.kill('SIGKILL');
+  await new Promise((r) => daemon!.once('close', r));
+  assert.ok(existsSync(socketPath(store)), 'the killed daemon left its socket');
+  if (!skip) {
+    const r = cli(['run', '--no-verity', 'bb:cmd', 'echo', 'alone']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'alone\n');
+    assert.deepEqual(leftovers(), []);
+  }
+  daemon = await startDaemon(store);
+  assert.equal(cli(['images']).status, 0);
+});

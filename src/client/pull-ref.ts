@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import type { TransportOptions } from './transport.js';
 import type { PullProgress, PullSummary, Remote } from './index.js';
+import type { Store } from '../store/store.js';
 
 /** A pull as plain data (paths absolute, so another process reads the same files). */
 export interface PullRequest {
@@ -30,10 +31,11 @@ export function absolutePaths(r: PullRequest): PullRequest {
   return { ...r, trust: r.trust.map((f) => resolve(f)), transport: t };
 }
 
-/** Run a pull request against the store at `storeDir` (created unless a dry run; a dry run of
- * a missing store plans against an empty scratch one and leaves nothing). */
+/** Run a pull request against a store: an open one (the daemon's, whose fs-verity probe and
+ * caches then serve every request), or the one at a directory (created unless a dry run; a
+ * dry run of a missing store plans against an empty scratch one and leaves nothing). */
 export async function pullRef(
-  storeDir: string,
+  storeOrDir: string | Store,
   req: PullRequest,
   hooks: { onProgress?: (p: PullProgress) => void; onNotice?: (line: string) => void } = {},
 ): Promise<{ name: string; tag: string; summary: PullSummary }> {
@@ -60,13 +62,14 @@ export async function pullRef(
   const { existsSync } = await import('node:fs');
   let scratch: string | undefined;
   try {
-    if (req.dryRun && !existsSync(storeDir)) {
+    const storeDir = typeof storeOrDir === 'string' ? storeOrDir : storeOrDir.dir;
+    if (typeof storeOrDir === 'string' && req.dryRun && !existsSync(storeDir)) {
       const { mkdtemp } = await import('node:fs/promises');
       const { tmpdir } = await import('node:os');
       const { join } = await import('node:path');
       scratch = await mkdtemp(join(tmpdir(), 'cfsdist-plan-'));
     }
-    const store = await Store.open(scratch ?? storeDir, { create: !req.dryRun || scratch !== undefined });
+    const store = typeof storeOrDir !== 'string' ? storeOrDir : await Store.open(scratch ?? storeDir, { create: !req.dryRun || scratch !== undefined });
     const trusted = await loadTrustedKeys(req.trust, new SignRecords(storeDir).trustDir);
     const summary = await pull({
       store, remote, name: r.name, tag: r.tag, trusted, dryRun: req.dryRun, concurrency: req.concurrency, deltas: req.deltas !== false,

@@ -12,6 +12,7 @@ import type { PullRequest } from '../client/pull-ref.js';
 import type { PullProgress, PullSummary } from '../client/pull.js';
 import type { ContainerRecord, RunOptions, RunResult } from '../run/container.js';
 import { CfsError } from '../errors.js';
+import { trace } from '../trace.js';
 
 /** The daemon went away in the middle of a request. */
 export class DaemonLostError extends CfsError {}
@@ -100,13 +101,11 @@ export interface Daemon {
   run(storeDir: string, o: RunOptions): Promise<RunResult>;
 }
 
-/** The daemon serving store `dir`, if one answers (costs a stat when none runs). */
+/** The daemon serving store `dir`, if its socket exists (a stat when none runs); a socket
+ * nothing answers on (a killed daemon's) makes each call do its work here. */
 export async function daemonFor(dir: string): Promise<Daemon | undefined> {
   const path = socketPath(dir);
   if (!existsSync(path)) return undefined;
-  const probe = await connect(path);
-  if (!probe) return undefined;
-  probe.close();
   return {
     socket: path,
     pull: async (req, hooks) => {
@@ -144,6 +143,7 @@ async function runVia(path: string, storeDir: string, o: RunOptions): Promise<Ru
     // `-e KEY` takes KEY's value from this environment.
     const hostEnv: Record<string, string> = {};
     for (const e of o.env ?? []) if (!e.includes('=') && process.env[e] !== undefined) hostEnv[e] = process.env[e]!;
+    trace('run: asking the daemon');
     c = await connect(path);
     let a: Answer | undefined;
     if (c) {
@@ -161,6 +161,7 @@ async function runVia(path: string, storeDir: string, o: RunOptions): Promise<Ru
       return await runContainer(await Store.open(storeDir), o);
     }
     if (!a.ok) throw await rehydrate(a.error ?? { name: 'Error', message: 'the daemon answered nothing' });
+    trace('run: prepared by the daemon');
     const p = a.ok as { rec: ContainerRecord; dir: string; runtime: string; runtimeRoot: string; mode: 'kernel' | 'fuse'; verity: boolean };
     const id = p.rec.id;
     const conn = c!;

@@ -166,7 +166,7 @@ function serveConnection(store: Store, sock: Socket, ours: Record<string, string
 
 async function doPull(store: Store, req: PullRequest, send: (m: unknown) => void): Promise<void> {
   const { pullRef } = await import('../client/pull-ref.js');
-  const r = await pullRef(store.dir, req, {
+  const r = await pullRef(store, req, {
     onProgress: (p) => send({ event: 'progress', p }),
     onNotice: (line) => send({ event: 'notice', line }),
   });
