@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { trace } from '../trace.js';
 import { register as registerMkcomposefs } from './commands/mkcomposefs.js';
 import { register as registerInfo } from './commands/info.js';
 import { register as registerDigest } from './commands/digest.js';
@@ -64,6 +65,7 @@ function addGlobalFlags(cmd: Command): void {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  trace('cli: modules loaded');
   // A reader that stops early (`cfsdist … | head`) is not an error: end quietly.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
