@@ -44,3 +44,23 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
+
+/** `n` rounds of `a` and `b`, alternating which goes first; every run's figures, in order. */
+export async function alternating(n: number, a: () => Promise<RunFigures>, b: () => Promise<RunFigures>): Promise<{ a: RunFigures[]; b: RunFigures[] }> {
+  const out = { a: [] as RunFigures[], b: [] as RunFigures[] };
+  for (let i = 0; i < n; i++) {
+    if (i % 2 === 0) {
+      out.a.push(await a());
+      out.b.push(await b());
+    } else {
+      out.b.push(await b());
+      out.a.push(await a());
+    }
+  }
+  return out;
+}
+
+/** Median wall time and peak RSS of some runs, with every run listed (`1.23/1.31/…`). */
+export function summarize(rs: RunFigures[]): { seconds: number; peakRssMb: number; runs: string } {
+  return { seconds: median(rs.map((r) => r.seconds)), peakRssMb: median(rs.map((r) => r.peakRssMb)), runs: rs.map((r) => r.seconds.toFixed(3)).join('/') };
+}

@@ -3,14 +3,18 @@
  * every step a process as a user types it, for the Debian demo family served from a local
  * docker-registry (cfsdist artifacts and the ordinary OCI image side by side):
  *
- *  (a) `cfsdist pull` + `cfsdist run`
+ *  (a) `cfsdist pull` + `cfsdist run` (the command as users type it: bin/cfsdist, which keeps
+ *      NODE_EXTRA_CA_CERTS from Node's start-up — see its comment)
+ *  (d) the same two commands with a `cfsdist daemon` serving the client store (started on the
+ *      empty store before the round and warmed by one dry-run pull, as a daemon that has been
+ *      running is)
  *  (b) `skopeo copy` + `umoci unpack` + `runc run` of umoci's bundle (its `terminal` set to
  *      false, which runc needs without a TTY — see NOTES-tools; counted)
  *  (c) `podman pull` + `podman run` (Debian podman, `--runtime runc --network none`, lowered
  *      ulimits, its own storage per round)
  *
  * cold: v1 into empty stores; update: v2 with v1 present; warm: `cfsdist run` with the image
- * present vs `runc run` on umoci's already-unpacked bundle. Rounds alternate the tools; the
+ * present vs `runc run` on umoci's already-unpacked bundle (with and without the daemon). Rounds alternate the tools; the
  * figures are medians with every run listed. Targets: cold ≤ 0.4× (b), ≤ 0.6× (c); update
  * ≤ 0.15× (b), ≤ 1.0× (c); warm ≤ 1.3×.
  */
@@ -76,6 +80,25 @@ async function timeToFirstLine(steps: [string, string[]][], last: [string, strin
   return { seconds, line: r.line };
 }
 
+/** `cfsdist daemon` on `store` (created), once it says it serves. */
+async function startDaemon(store: string, env: NodeJS.ProcessEnv): Promise<{ stop(): Promise<void> }> {
+  const d = spawn(CLI, ['--store', store, 'daemon'], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    d.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+      if (err.includes('serving')) resolve();
+    });
+    d.once('close', (code) => reject(new Error(`cfsdist daemon exited ${code}: ${err.slice(-800)}`)));
+  });
+  return {
+    stop: async () => {
+      d.kill('SIGTERM');
+      if (d.exitCode === null) await new Promise((r) => d.once('close', r));
+    },
+  };
+}
+
 /** umoci writes `terminal: true`; runc without a TTY needs false. */
 function untty(bundle: string): void {
   const p = join(bundle, 'config.json');
@@ -111,7 +134,7 @@ export async function run(): Promise<BenchRow[]> {
     const src = `docker://${reg.host}/library/debian`;
     const podman = (root: string): string[] => ['--root', join(root, 'root'), '--runroot', join(root, 'run'), '--cgroup-manager', 'cgroupfs', '--events-backend', 'file'];
     const podmanRun = ['run', '--rm', '--runtime', 'runc', '--network', 'none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024'];
-    const t = { a1: [] as number[], b1: [] as number[], c1: [] as number[], a2: [] as number[], b2: [] as number[], c2: [] as number[], aw: [] as number[], bw: [] as number[] };
+    const t = { a1: [] as number[], b1: [] as number[], c1: [] as number[], d1: [] as number[], a2: [] as number[], b2: [] as number[], c2: [] as number[], d2: [] as number[], aw: [] as number[], bw: [] as number[], dw: [] as number[] };
     const lines = new Set<string>();
     // ext4 without a journal skips recently freed inodes for 30 s (see bench/registry.ts).
     await new Promise((r) => setTimeout(r, 36_000));
@@ -121,9 +144,12 @@ export async function run(): Promise<BenchRow[]> {
       const pm = join(dir, `podman-${round}`);
       const b1 = join(dir, `bundle-v1-${round}`);
       const b2 = join(dir, `bundle-v2-${round}`);
-      const cfsPull = (tag: string): [string, string[]] => [process.execPath, [CLI, 'pull', '--quiet', '--store', c, '--trust', deb.pub, `docker://${reg.host}/${NAME}:${tag}`]];
-      const cfsRun = (tag: string): [string, string[]] => [process.execPath, [CLI, '--store', c, 'run', '--rm', ...noVerity, `${NAME}:${tag}`]];
-      const order = round % 2 === 0 ? ['a', 'b', 'c'] : ['c', 'b', 'a'];
+      const cd = join(dir, `client-daemon-${round}`);
+      const cfsPull = (tag: string, store = c): [string, string[]] => [CLI, ['pull', '--quiet', '--store', store, '--trust', deb.pub, `docker://${reg.host}/${NAME}:${tag}`]];
+      const cfsRun = (tag: string, store = c): [string, string[]] => [CLI, ['--store', store, 'run', '--rm', ...noVerity, `${NAME}:${tag}`]];
+      const daemon = await startDaemon(cd, env);
+      sh(CLI, ['pull', '--dry-run', '--quiet', '--store', cd, '--trust', deb.pub, `docker://${reg.host}/${NAME}:v1`], env);
+      const order = round % 2 === 0 ? ['a', 'd', 'b', 'c'] : ['c', 'b', 'd', 'a'];
       for (const phase of ['1', '2'] as const) {
         const tag = phase === '1' ? 'v1' : 'v2';
         const bundle = phase === '1' ? b1 : b2;
@@ -131,6 +157,7 @@ export async function run(): Promise<BenchRow[]> {
           sh('sync', []);
           let r: { seconds: number; line: string };
           if (who === 'a') r = await timeToFirstLine([cfsPull(tag)], cfsRun(tag), env);
+          else if (who === 'd') r = await timeToFirstLine([cfsPull(tag, cd)], cfsRun(tag, cd), env);
           else if (who === 'b') {
             r = await timeToFirstLine(
               [
@@ -155,11 +182,12 @@ export async function run(): Promise<BenchRow[]> {
       for (const who of order.filter((w) => w !== 'c')) {
         sh('sync', []);
         const r =
-          who === 'a'
-            ? await timeToFirstLine([], cfsRun('v2'), env)
+          who === 'a' || who === 'd'
+            ? await timeToFirstLine([], cfsRun('v2', who === 'd' ? cd : c), env)
             : await timeToFirstLine([], ['runc', ['--root', join(dir, 'runc-state'), 'run', '--bundle', b2, `bench-warm-${round}`]]);
         t[`${who}w` as keyof typeof t].push(r.seconds);
       }
+      await daemon.stop();
       sh('podman', [...podman(pm), 'system', 'reset', '--force']);
       rmSync(pm, { recursive: true, force: true });
     }
@@ -173,6 +201,11 @@ export async function run(): Promise<BenchRow[]> {
     rows.push(row('update: v2 with v1 present → first line, vs skopeo + umoci + runc', 'a2', 'b2', '≤ 0.15×'));
     rows.push(row('update: v2 with v1 present → first line, vs podman pull + run', 'a2', 'c2', '≤ 1.0×'));
     rows.push(row('warm: cfsdist run vs runc run of the unpacked bundle', 'aw', 'bw', '≤ 1.3×', `${verity ? 'verity=require' : 'no fs-verity here: --no-verity'}; `));
+    rows.push(row('with cfsdist daemon — cold: empty store → first line, vs skopeo + umoci + runc', 'd1', 'b1', '≤ 0.4×'));
+    rows.push(row('with cfsdist daemon — cold: empty store → first line, vs podman pull + run', 'd1', 'c1', '≤ 0.6×'));
+    rows.push(row('with cfsdist daemon — update: v2 with v1 present → first line, vs skopeo + umoci + runc', 'd2', 'b2', '≤ 0.15×'));
+    rows.push(row('with cfsdist daemon — update: v2 with v1 present → first line, vs podman pull + run', 'd2', 'c2', '≤ 1.0×'));
+    rows.push(row('with cfsdist daemon — warm: cfsdist run vs runc run of the unpacked bundle', 'dw', 'bw', '≤ 1.3×'));
     rows.push({ name: 'first line printed', value: 0, unit: '', note: [...lines][0] });
     return rows;
   } finally {
