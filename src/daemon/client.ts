@@ -134,7 +134,7 @@ export async function daemonFor(dir: string): Promise<Daemon | undefined> {
 /** `run` with the daemon preparing and removing the container and this process running the
  * runtime (its stdio, its signals, its exit status). */
 async function runVia(path: string, storeDir: string, o: RunOptions): Promise<RunResult> {
-  const { findRuntime, signalForwarder, startRuntime, runContainer } = await import('../run/container.js');
+  const { findRuntime, signalForwarder, startRuntime } = await import('../run/runtime.js');
   const { selfId } = await import('../store/procid.js');
   const sig = signalForwarder();
   let c: Conn | undefined;
@@ -158,6 +158,7 @@ async function runVia(path: string, storeDir: string, o: RunOptions): Promise<Ru
       c = undefined;
       sig.dispose();
       const { Store } = await import('../store/store.js');
+      const { runContainer } = await import('../run/container.js');
       return await runContainer(await Store.open(storeDir), o);
     }
     if (!a.ok) throw await rehydrate(a.error ?? { name: 'Error', message: 'the daemon answered nothing' });

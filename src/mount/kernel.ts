@@ -47,6 +47,9 @@ export interface KernelMountOptions {
   upper?: { upperdir: string; workdir: string };
   /** Test hook, awaited at named steps (`erofs`: EROFS mounted; `overlay`: before the overlay). */
   pause?: (step: string) => Promise<void>;
+  /** The mount helper, already starting (a caller starts it before its own checks so the
+   * helper's start-up overlaps them). mountKernel owns it from the call on and ends it. */
+  mountApi?: Promise<MountApi | undefined>;
 }
 
 /** How a kernel mount was made. */
@@ -65,6 +68,20 @@ export interface KernelMountInfo {
 
 /** Mount an image with EROFS + overlayfs (see the file comment). On failure nothing is left. */
 export async function mountKernel(o: KernelMountOptions): Promise<KernelMountInfo> {
+  const force = o.force ?? {};
+  const early = force.mount8 ? undefined : (o.mountApi ?? MountApi.start());
+  early?.catch(() => undefined); // awaited below; a failure before that is not unhandled
+  if (force.mount8) void o.mountApi?.then((a) => a?.end(), () => undefined);
+  try {
+    return await mountWith(o, early);
+  } catch (e) {
+    // Failed before the helper was taken over: end it here.
+    void early?.then((a) => a?.end(), () => undefined);
+    throw e;
+  }
+}
+
+async function mountWith(o: KernelMountOptions, helper: Promise<MountApi | undefined> | undefined): Promise<KernelMountInfo> {
   const st = await stat(o.mountpoint).catch(() => undefined);
   if (!st?.isDirectory()) throw new MountError('BAD_MOUNTPOINT', `mount point ${o.mountpoint} is not a directory`);
   let old = await readState(o.mountpoint);
@@ -91,7 +108,7 @@ export async function mountKernel(o: KernelMountOptions): Promise<KernelMountInf
   const before = mountAt(o.mountpoint)?.id;
   let api: MountApi | undefined;
   try {
-    api = force.mount8 ? undefined : await MountApi.start();
+    api = await helper;
     const info = api ? await viaFsmount(api, o, state, force) : await viaMount8(o, state, force);
     state.phase = 'mounted';
     state.how = { ...info };

@@ -35,6 +35,9 @@ import { resolveUser } from './user.js';
 import { runtimeSpec } from './spec.js';
 import { readInRoot, resolveInRoot } from './rootfs.js';
 import { trace } from '../trace.js';
+import { findRuntime, startRuntime, signalForwarder } from './runtime.js';
+export { findRuntime, startRuntime, signalForwarder } from './runtime.js';
+export type { RuntimeExit } from './runtime.js';
 
 /** What is recorded about a container. */
 export interface ContainerRecord {
@@ -223,19 +226,30 @@ export async function mountRootfs(store: Store, rec: ContainerRecord, image: Ima
     }
   }
   if (!fuse) {
-    // --no-verity: no need to ask the filesystem (a probe costs a process).
-    const verity = o.verity === false ? false : await store.objects.verity.probe();
-    await m.checkImage({ path: image.path, digest: image.digest, ref: rec.ref }, store, { verity });
-    if (!verity && o.verity !== false) {
-      throw new RunError(
-        'NO_VERITY',
-        `${(store.objects.verity.message || `fs-verity is not available for ${store.objects.dir}`).replace(/; objects are stored without it$/, '')}. ` +
-          'Without it the kernel does not check object contents against the image: use --no-verity to accept that, or --fuse (verifies every read).',
-      );
+    const force = m.compatFromEnv();
+    // The mount helper (a process) starts while the image is checked; mountKernel ends it.
+    const { MountApi } = await import('../mount/syscalls.js');
+    const helper = force.mount8 ? undefined : MountApi.start();
+    helper?.catch(() => undefined);
+    let verity: boolean;
+    try {
+      // --no-verity: no need to ask the filesystem (a probe costs a process).
+      verity = o.verity === false ? false : await store.objects.verity.probe();
+      await m.checkImage({ path: image.path, digest: image.digest, ref: rec.ref }, store, { verity });
+      if (!verity && o.verity !== false) {
+        throw new RunError(
+          'NO_VERITY',
+          `${(store.objects.verity.message || `fs-verity is not available for ${store.objects.dir}`).replace(/; objects are stored without it$/, '')}. ` +
+            'Without it the kernel does not check object contents against the image: use --no-verity to accept that, or --fuse (verifies every read).',
+        );
+      }
+      rec.mode = 'kernel';
+      await writeRecord(store, rec);
+    } catch (e) {
+      void helper?.then((a) => a?.end(), () => undefined);
+      throw e;
     }
-    rec.mode = 'kernel';
-    await writeRecord(store, rec);
-    await m.mountKernel({ image: image.path, objects: store.objects.dir, mountpoint: rec.rootfs, verity, ref: rec.ref, imageDigest: rec.image, upper, force: m.compatFromEnv() });
+    await m.mountKernel({ image: image.path, objects: store.objects.dir, mountpoint: rec.rootfs, verity, ref: rec.ref, imageDigest: rec.image, upper, force, mountApi: helper });
     return { mode: 'kernel', verity, release: async () => void (await m.unmount(rec.rootfs)) };
   }
   const noFuse = m.fuseUnavailable();
@@ -315,16 +329,6 @@ export async function buildSpec(rec: ContainerRecord, image: ImageRef, p: Proces
   return { spec, stopSignal: parseSignal(cfg.StopSignal) };
 }
 
-/** Find an executable: a path as given, else the first match on $PATH. */
-export async function findRuntime(name: string): Promise<string> {
-  const { access, constants } = await import('node:fs/promises');
-  const candidates = name.includes('/') ? [name] : (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':').map((d) => join(d || '.', name));
-  for (const c of candidates) {
-    if (await access(c, constants.X_OK).then(() => true, () => false)) return c;
-  }
-  throw new RunError('NO_RUNTIME', `OCI runtime ${name} not found${name.includes('/') ? '' : ' on $PATH'}: install it (Debian: apt-get install runc) or give --runtime PATH`);
-}
-
 /** Options of `runContainer`. */
 export interface RunOptions extends PrepareOptions {
   /** Stdio of the container (default inherit). */
@@ -396,58 +400,6 @@ export async function prepareContainer(store: Store, o: PrepareOptions): Promise
     await finishContainer(store, rec, mounted);
     throw e;
   }
-}
-
-/** How the runtime process ended. */
-export interface RuntimeExit {
-  exitCode: number;
-  /** Signal that ended the runtime process itself, if any. */
-  signal?: string;
-}
-
-/** Run `runtime run` on a prepared bundle and wait for it. SIGINT, SIGTERM and SIGHUP of this
- * process are passed to the runtime (which passes them on to the container's process) while it
- * runs; `interrupted()` says whether one came before it started (then it is not started). */
-export async function startRuntime(
-  p: { runtime: string; runtimeRoot: string; dir: string; id: string },
-  o: { stdio?: 'inherit' | 'pipe'; onStart?: () => void; interrupted?: () => NodeJS.Signals | undefined; forward: (child: import('node:child_process').ChildProcess) => void },
-): Promise<RuntimeExit> {
-  const pending = o.interrupted?.();
-  if (pending) throw new RunError('INTERRUPTED', `interrupted (${pending}) before the container started`);
-  const { spawn } = await import('node:child_process');
-  const c = spawn(p.runtime, ['--root', p.runtimeRoot, 'run', '--bundle', p.dir, p.id], { stdio: o.stdio ?? 'inherit' });
-  o.forward(c);
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    c.on('error', (e) => reject(new RunError('RUNTIME_FAILED', `cannot start ${p.runtime}: ${e.message}`)));
-    c.on('exit', (code, signal) => resolve({ code, signal }));
-  });
-  trace('run: runtime spawned');
-  o.onStart?.();
-  const r = await done;
-  trace('run: runtime exited');
-  const exitCode = r.code ?? 128 + ((await import('node:os')).constants.signals[r.signal ?? 'SIGKILL'] ?? 9);
-  return { exitCode, signal: r.signal ?? undefined };
-}
-
-/** Signals passed on to the runtime; before it starts they are remembered (and stop the start). */
-export function signalForwarder(): { interrupted: () => NodeJS.Signals | undefined; forward: (child: import('node:child_process').ChildProcess) => void; dispose: () => void } {
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  let pending: NodeJS.Signals | undefined;
-  let child: import('node:child_process').ChildProcess | undefined;
-  const on = (sig: NodeJS.Signals): void => {
-    if (child?.pid) child.kill(sig);
-    else pending = sig;
-  };
-  for (const s of signals) process.on(s, on);
-  return {
-    interrupted: () => pending,
-    forward: (c) => {
-      child = c;
-    },
-    dispose: () => {
-      for (const s of signals) process.off(s, on);
-    },
-  };
 }
 
 /** Create, mount, start and wait for a container; remove what it used when it exits (see the
