@@ -9,12 +9,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from './helpers.js';
 import { busyboxLayout, importAll, runcMissing } from './run-fixtures.js';
-import { makeImageFamily, signFamily, startServe } from './pull-fixtures.js';
+import { makeImageFamily, runCli, signFamily, startServe } from './pull-fixtures.js';
 import type { ServeProcess } from './pull-fixtures.js';
 import { Store } from '../src/store/store.js';
 import { serveDaemon } from '../src/daemon/server.js';
@@ -120,6 +120,20 @@ test('pull through the daemon: the summary a local pull gives, the daemon did it
     const logged = await logSince(mark, /CFSDIST_REGISTRY_USER differ/);
     assert.doesNotMatch(logged, /pull http/, 'the daemon pulled for --no-daemon or a differing environment');
     assert.match(logged, /CFSDIST_REGISTRY_USER differ/);
+    // A daemon that goes away without answering: the client pulls alone and says so.
+    const lone = join(work, 'lone');
+    await Store.open(lone, { create: true });
+    const mute = createServer((sock) => sock.once('data', () => sock.destroy()));
+    await new Promise<void>((r) => mute.listen(socketPath(lone), () => r()));
+    try {
+      // Asynchronous: the mute daemon lives in this process.
+      const r = await runCli(['--store', lone, 'pull', '--trust', pub, `${srv.url}/${fam.name}:v1`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /pulled .*:v1/);
+      assert.match(r.stderr, /daemon .* went away; pulling in this process/);
+    } finally {
+      await new Promise((r) => mute.close(r));
+    }
     // An error crosses the socket with its message and exit status.
     const bad = cli(['pull', '--trust', pub, `${srv.url}/${fam.name}:nope`]);
     assert.equal(bad.status, 1);

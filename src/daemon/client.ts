@@ -14,9 +14,6 @@ import type { ContainerRecord, RunOptions, RunResult } from '../run/container.js
 import { CfsError } from '../errors.js';
 import { trace } from '../trace.js';
 
-/** The daemon went away in the middle of a request. */
-export class DaemonLostError extends CfsError {}
-
 /** One connection, read as a sequence of JSON messages. */
 class Conn {
   private queue: unknown[] = [];
@@ -33,7 +30,19 @@ class Conn {
     };
     sock.on(
       'data',
-      lineSplitter(MAX_ANSWER_LINE, (line) => deliver(JSON.parse(line)), () => sock.destroy()),
+      lineSplitter(
+        MAX_ANSWER_LINE,
+        (line) => {
+          let m: unknown;
+          try {
+            m = JSON.parse(line);
+          } catch {
+            return void sock.destroy(); // not our daemon speaking: treated as gone
+          }
+          deliver(m);
+        },
+        () => sock.destroy(),
+      ),
     );
     const end = (): void => {
       this.ended = true;
@@ -84,6 +93,11 @@ async function rehydrate(w: WireError): Promise<Error> {
 
 type Answer = { ok?: unknown; error?: WireError; event?: string; p?: PullProgress; line?: string };
 
+/** The daemon declined (another environment, or full): the client does the work itself. */
+function declined(a: Answer): boolean {
+  return a.error?.code === 'ENV_MISMATCH' || a.error?.code === 'BUSY';
+}
+
 /** Read messages until the answer, passing events on; undefined when the connection closed. */
 async function answer(c: Conn, onEvent: (m: Answer) => void): Promise<Answer | undefined> {
   for (;;) {
@@ -117,9 +131,11 @@ export async function daemonFor(dir: string): Promise<Daemon | undefined> {
             if (m.event === 'progress' && m.p) hooks.onProgress?.(m.p);
             if (m.event === 'notice' && m.line !== undefined) hooks.onNotice?.(m.line);
           });
-          if (a === undefined) throw new DaemonLostError('DAEMON_LOST', `the cfsdist daemon (${path}) closed the connection during the pull`);
-          if (a.ok) return a.ok as { name: string; tag: string; summary: PullSummary };
-          if (a.error?.code !== 'ENV_MISMATCH') throw await rehydrate(a.error ?? { name: 'Error', message: 'the daemon answered nothing' });
+          // A daemon gone mid-way (stopped, killed): the pull is done here, resuming what it
+          // verified (the ingest area).
+          if (a === undefined) hooks.onNotice?.(`the cfsdist daemon (${path}) went away; pulling in this process`);
+          else if (a.ok) return a.ok as { name: string; tag: string; summary: PullSummary };
+          else if (!declined(a)) throw await rehydrate(a.error ?? { name: 'Error', message: 'the daemon answered nothing' });
         } finally {
           c.close();
         }
@@ -153,7 +169,7 @@ async function runVia(path: string, storeDir: string, o: RunOptions): Promise<Ru
         if (m.event === 'log' && m.line !== undefined) o.log?.(m.line);
       });
     }
-    if (!a || a.error?.code === 'ENV_MISMATCH') {
+    if (!a || declined(a)) {
       c?.close();
       c = undefined;
       sig.dispose();

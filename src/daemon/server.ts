@@ -51,6 +51,8 @@ export async function serveDaemon(store: Store, o: { log?: (line: string) => voi
   await unlink(path).catch(() => undefined); // a socket left by a killed daemon
   const ours = envFingerprint();
   const open = new Set<Socket>();
+  /** Connections that made their request (the others are dropped at close). */
+  const busy = new WeakSet<Socket>();
   const server: Server = createServer((sock) => {
     if (open.size >= MAX_CONNECTIONS) {
       sock.end(JSON.stringify({ error: { name: 'DaemonError', code: 'BUSY', message: `the daemon has ${MAX_CONNECTIONS} connections open` } }) + '\n');
@@ -58,7 +60,7 @@ export async function serveDaemon(store: Store, o: { log?: (line: string) => voi
     }
     open.add(sock);
     sock.on('close', () => open.delete(sock));
-    serveConnection(store, sock, ours, o.log, o.firstLineMs ?? FIRST_LINE_MS);
+    serveConnection(store, sock, { ours, log: o.log, firstLineMs: o.firstLineMs ?? FIRST_LINE_MS, started: () => busy.add(sock) });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -77,12 +79,13 @@ export async function serveDaemon(store: Store, o: { log?: (line: string) => voi
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Idle connections (no request yet) are dropped; runs in flight finish.
-        for (const s of open) if (!(s as Socket & { busy?: boolean }).busy) s.destroy();
+        for (const s of open) if (!busy.has(s)) s.destroy();
       }).then(() => unlink(path).catch(() => undefined)),
   };
 }
 
-function serveConnection(store: Store, sock: Socket, ours: Record<string, string | null>, log: ((line: string) => void) | undefined, firstLineMs: number): void {
+function serveConnection(store: Store, sock: Socket, c: { ours: Record<string, string | null>; log?: (line: string) => void; firstLineMs: number; started: () => void }): void {
+  const { ours, log } = c;
   const send = (m: unknown): void => {
     if (!sock.destroyed) sock.write(JSON.stringify(m) + '\n');
   };
@@ -92,7 +95,7 @@ function serveConnection(store: Store, sock: Socket, ours: Record<string, string
   };
   let first = true;
   let run: { prepared?: PreparedContainer; finished: boolean; preparing?: Promise<void> } | undefined;
-  const idle = setTimeout(() => sock.destroy(), firstLineMs);
+  const idle = setTimeout(() => sock.destroy(), c.firstLineMs);
   const onLine = (line: string): void => {
     let m: { op?: unknown; env?: unknown; req?: unknown; opts?: unknown; owner?: unknown; exitCode?: unknown };
     try {
@@ -103,7 +106,7 @@ function serveConnection(store: Store, sock: Socket, ours: Record<string, string
     if (first) {
       first = false;
       clearTimeout(idle);
-      (sock as Socket & { busy?: boolean }).busy = true;
+      c.started();
       const differ = envDiffers(m.env, ours);
       if ((m.op === 'pull' || m.op === 'run') && differ.length) {
         log?.(`cfsdist daemon: ${String(m.op)}: the client's ${differ.join(', ')} differ from the daemon's: the client does it itself`);
