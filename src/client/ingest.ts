@@ -15,13 +15,12 @@
  * the directory is removed. A failed pull (bad data, timeout) keeps its verified objects for
  * the next attempt; areas of dead owners untouched for a week are deleted by later pulls.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ObjectDir } from '../store/objects.js';
 import type { Store } from '../store/store.js';
-import { fsyncDir } from '../store/atomic.js';
+import { fsyncDir, syncFilesystem } from '../store/atomic.js';
 import { DigestMismatchError } from '../store/errors.js';
 import { isAlive, selfId } from '../store/procid.js';
 import { fsverityDigest, toHex } from '../verity/digest.js';
@@ -56,13 +55,10 @@ async function fsyncFiles(paths: string[]): Promise<void> {
   );
 }
 
-/** syncfs(2) of the filesystem holding `path` via coreutils `sync -f`; false if unavailable. */
-function syncFilesystem(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = spawn('sync', ['-f', path], { stdio: 'ignore' });
-    c.on('error', () => resolve(false));
-    c.on('close', (code) => resolve(code === 0));
-  });
+/** syncfs(2) of the filesystem holding `path` (store/atomic.ts); false if it failed (then each
+ * file is fsynced instead). */
+function synced(path: string): Promise<boolean> {
+  return syncFilesystem(path).then(() => true, () => false);
 }
 
 /** One pull's ingest area (see the file comment). */
@@ -174,7 +170,7 @@ export class Ingest {
    * still receives and decompresses. Once per area. */
   startFlush(): void {
     if (this.flushing) return;
-    this.flushing = syncFilesystem(this.dir);
+    this.flushing = synced(this.dir);
   }
 
   /** Path of the verified image. */
@@ -216,8 +212,8 @@ export class Ingest {
     if (digests.length === 0) return;
     const paths = digests.map((d) => this.objects.path(d));
     await this.flushing;
-    const synced = await syncFilesystem(this.dir);
-    if (!synced) await fsyncFiles(paths);
+    const flushed = await synced(this.dir);
+    if (!flushed) await fsyncFiles(paths);
     const bySub = new Map<string, number[]>();
     for (let i = 0; i < digests.length; i++) {
       const sub = dirname(paths[i]!);
@@ -252,7 +248,7 @@ export class Ingest {
     }
     // The renames: one more filesystem sync when many directories changed (cheap: little else
     // is dirty now), else each directory on its own.
-    if (synced && dirs.size > 16 && (await syncFilesystem(this.store.objects.dir))) return;
+    if (flushed && dirs.size > 16 && (await synced(this.store.objects.dir))) return;
     for (const d of dirs) await fsyncDir(d);
     await fsyncDir(this.store.objects.dir);
   }

@@ -26,7 +26,8 @@ import { decompress, peekCompression } from './decompress.js';
 import { inflateOffThread } from './inflate.js';
 import { readTar } from './tar.js';
 import { INLINE_MAX, readLayer, type BlobResult, type BlobSink, type LayerStats } from './layer.js';
-import { ObjectWriter, syncFilesystem } from './object-writer.js';
+import { ObjectWriter } from './object-writer.js';
+import { syncFilesystem } from '../store/atomic.js';
 import { configPlatform, hostArchitecture, hostPlatform, verified, type DirectorySource, type ImageSource, type LayeredSource } from './source.js';
 import { SourceError } from './errors.js';
 

@@ -14,12 +14,11 @@
  * garbage collector; files larger than `chunkSize` go through it in chunks.
  *
  * Durability: objects are not fsynced one by one; the importer syncs the filesystem once
- * (`syncFilesystem`) before the image and tag that reference them are written.
+ * (`syncFilesystem`, store/atomic.ts) before the image and tag that reference them are written.
  * Where fs-verity works, each new object is handed back as a temp file, fs-verity is enabled
  * on it (through the store's VerityEnabler) and it is renamed here.
  */
 import { Worker } from 'node:worker_threads';
-import { execFile } from 'node:child_process';
 import { mkdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { toHex } from '../verity/digest.js';
@@ -258,12 +257,4 @@ export class ObjectWriter implements BlobSink {
     })();
     return this.closing;
   }
-}
-
-/** Flush a filesystem's dirty data and metadata to disk (syncfs(2) via coreutils `sync -f`),
- *  the single durability point of an import's objects. */
-export function syncFilesystem(path: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('sync', ['-f', path], (err) => (err ? reject(new ObjectWriteError(`sync -f ${path}: ${err.message}`)) : resolve()));
-  });
 }

@@ -11,7 +11,6 @@
  * Durability of pushes: open the store with `fsync: false` (serve does); pushed objects are
  * made durable by one syncfs when the image that needs them arrives, before it is stored.
  */
-import { spawn } from 'node:child_process';
 import { STATUS_CODES, createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { availableParallelism } from 'node:os';
@@ -25,7 +24,7 @@ import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { MAX_CONFIG_BYTES } from '../store/store.js';
 import type { ImageMeta, Store } from '../store/store.js';
-import { writeTemp } from '../store/atomic.js';
+import { syncFilesystem, writeTemp } from '../store/atomic.js';
 import { fromHex, isHexDigest, toHex } from '../verity/digest.js';
 import type { PublicKeyEntry } from '../sign/keys.js';
 import { SignRecords, commitStatement, tagStatement } from '../sign/records.js';
@@ -111,15 +110,6 @@ function unique(digests: Buffer[]): Buffer[] {
     if (seen.has(k)) return false;
     seen.add(k);
     return true;
-  });
-}
-
-/** syncfs(2) of the filesystem holding `path` (coreutils `sync -f`). */
-function syncFilesystem(path: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const c = spawn('sync', ['-f', path], { stdio: 'ignore' });
-    c.on('error', reject);
-    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sync -f ${path} exited with ${code}`))));
   });
 }
 

@@ -140,3 +140,14 @@ export async function fsyncDir(dir: string): Promise<void> {
     await fh?.close();
   }
 }
+
+/** Flush the dirty data and metadata of the filesystem holding `path` to disk: syncfs(2), through
+ * coreutils `sync -f` (Node has no syncfs). One call makes a batch of files durable at once. */
+export function syncFilesystem(path: string): Promise<void> {
+  return import('node:child_process').then(
+    ({ execFile }) =>
+      new Promise<void>((resolve, reject) => {
+        execFile('sync', ['-f', path], (err) => (err ? reject(new StoreError('SYNC_FAILED', `sync -f ${path}: ${err.message}`)) : resolve()));
+      }),
+  );
+}
