@@ -13,7 +13,7 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from './helpers.js';
-import { busyboxLayout, importAll, runcMissing } from './run-fixtures.js';
+import { busyboxLayout, importAll, runAndTerminate, runcMissing } from './run-fixtures.js';
 import { makeImageFamily, runCli, signFamily, startServe } from './pull-fixtures.js';
 import type { ServeProcess } from './pull-fixtures.js';
 import { Store } from '../src/store/store.js';
@@ -153,18 +153,7 @@ test('run through the daemon: exit status, stdout and stderr, SIGTERM reaching t
   assert.match(daemonLog.slice(before), /exited 7: removed/);
   assert.deepEqual(leftovers(), []);
 
-  const child = spawn(process.execPath, [CLI, '--store', store, 'run', '--no-verity', 'bb:cmd', 'sh', '-c', 'trap "echo got-TERM; exit 143" TERM; echo ready; while :; do sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d));
-  await new Promise<void>((resolve) =>
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d;
-      if (stdout.includes('ready')) resolve();
-    }),
-  );
-  child.kill('SIGTERM');
-  const status = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  const { status, stdout, stderr } = await runAndTerminate(store);
   assert.equal(status, 143, stderr);
   assert.equal(stdout, 'ready\ngot-TERM\n');
   assert.deepEqual(leftovers(), []);

@@ -3,10 +3,10 @@
  * groups, packed into an OCI layout by umoci (tar layer, `umoci config` for Entrypoint, Cmd,
  * Env, User, WorkingDir), imported into a store by the CLI as users do.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCli } from './helpers.js';
+import { CLI, runCli } from './helpers.js';
 
 const BUSYBOX = '/bin/busybox';
 const APPLETS = ['sh', 'echo', 'cat', 'id', 'env', 'pwd', 'sleep', 'ls', 'touch', 'sort', 'true', 'false', 'mkdir', 'stat', 'head', 'hostname'];
@@ -77,4 +77,22 @@ export function importAll(store: string, layout: string): void {
     const r = runCli(['--store', store, 'import', `oci:${layout}:${tag}`, `bb:${tag}`]);
     if (r.status !== 0) throw new Error(`import ${tag}: ${r.stderr}`);
   }
+}
+
+/** `cfsdist --store STORE run --no-verity bb:cmd` of a shell that answers SIGTERM with
+ * "got-TERM" and exit 143, sent SIGTERM once it printed "ready": its status and output. */
+export async function runAndTerminate(store: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, '--store', store, 'run', '--no-verity', 'bb:cmd', 'sh', '-c', 'trap "echo got-TERM; exit 143" TERM; echo ready; while :; do sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+      if (stdout.includes('ready')) resolve();
+    }),
+  );
+  child.kill('SIGTERM');
+  const status = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  return { status, stdout, stderr };
 }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { CLI, runCli } from './helpers.js';
-import { busyboxLayout, importAll, runcMissing } from './run-fixtures.js';
+import { busyboxLayout, importAll, runAndTerminate, runcMissing } from './run-fixtures.js';
 
 const skip = runcMissing();
 if (skip) process.stderr.write(`# run-runc: skipped: ${skip}\n`);
@@ -132,18 +132,7 @@ test('a relative --store: the container runs and --rm leaves nothing (the mount 
 });
 
 test('SIGTERM to cfsdist run reaches the container; everything is removed after', { skip }, async () => {
-  const child = spawn(process.execPath, [CLI, '--store', store, 'run', '--no-verity', 'bb:cmd', 'sh', '-c', 'trap "echo got-TERM; exit 143" TERM; echo ready; while :; do sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d));
-  await new Promise<void>((resolve) =>
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d;
-      if (stdout.includes('ready')) resolve();
-    }),
-  );
-  child.kill('SIGTERM');
-  const status = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  const { status, stdout, stderr } = await runAndTerminate(store);
   assert.equal(status, 143, stderr);
   assert.equal(stdout, 'ready\ngot-TERM\n');
   assert.deepEqual(leftovers(), []);
