@@ -1,7 +1,8 @@
 /**
- * The client side of `cfsdist daemon` (protocol.ts): `daemonFor(store)` is undefined unless a
- * daemon answers on the store's socket; its `pull` and `run` give what the local calls give —
- * and fall back to them when the daemon's environment differs from this process's.
+ * The client side of `cfsdist daemon` (protocol.ts): `daemonFor(store)` is undefined unless the
+ * store has a daemon socket; its `pull` and `run` give what the local calls give — and fall back
+ * to them when nothing answers there, the daemon declines (another environment, full) or it goes
+ * away in the middle of a pull.
  */
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
