@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { globals, info, out, outJson } from '../context.js';
 import type { GlobalOptions } from '../context.js';
 import { UsageError } from '../../errors.js';
-import type { PushTarget, Remote } from '../../client/remote.js';
+import type { PushTarget } from '../../client/remote.js';
 import { addTransportOptions } from '../transport-options.js';
 import type { TransportCliOptions } from '../../client/transport.js';
 import type { TransportOptions } from '../../client/transport.js';
@@ -49,7 +49,7 @@ export function register(program: Command): void {
       if (transport.creds && !/^docker:\/\//.test(ref)) throw new UsageError('--creds applies to OCI registries (docker://…); a cfsdist server takes a bearer token');
       // A digest pins the image: no signature is needed to build it here.
       if (/^docker:\/\/[^@]+@sha256:/.test(ref)) return buildHere(g, ref, opts, transport);
-      const { absolutePaths } = await import('../../client/pull-ref.js');
+      const { absolutePaths, pullRef } = await import('../../client/pull-ref.js');
       const req = absolutePaths({
         ref,
         trust: opts.trust,
@@ -73,7 +73,7 @@ export function register(program: Command): void {
         // result, progress and errors are the same as here.
         const { daemonFor } = await import('../../daemon/client.js');
         const d = opts.daemon === false ? undefined : await daemonFor(g.store);
-        ({ summary: s, ...r } = d ? await d.pull(req, hooks) : await (await import('../../client/pull-ref.js')).pullRef(g.store, req, hooks));
+        ({ summary: s, ...r } = d ? await d.pull(req, hooks) : await pullRef(g.store, req, hooks));
       } catch (e) {
         const { SignError } = await import('../../sign/errors.js');
         if (e instanceof SignError && (e.code === 'UNSIGNED' || e.code === 'UNTRUSTED') && /^docker:\/\//.test(ref)) {
